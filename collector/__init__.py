@@ -1,0 +1,1 @@
+"""parkwatch collector: MQTT telemetry -> validate -> InfluxDB, with dead letters and metrics."""

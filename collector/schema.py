@@ -1,0 +1,239 @@
+"""The contract devices publish to: topics and one pydantic payload model per device kind.
+
+Topic: ``{prefix}/{park}/{kind}/{device}/telemetry`` (and ``.../status`` for online/offline),
+payload: a JSON object with ``ts`` (epoch milliseconds, or an RFC 3339 string) and the fields of
+that kind. Simulators import this module so that everything they emit validates here.
+
+Models are strict: a number sent as a string is a wrong type, not something to guess at. Unknown
+extra fields are kept when they are finite numbers or booleans (stored as float / bool so that a
+field never changes type in InfluxDB); other extras are dropped and counted by the decoder.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Final
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "KIND_MODELS",
+    "ChargerStatus",
+    "ChargerTelemetry",
+    "Kind",
+    "MicrogridTelemetry",
+    "OcppErrorCode",
+    "SiteTelemetry",
+    "StorageTelemetry",
+    "Telemetry",
+    "TopicParts",
+    "json_schemas",
+    "parse_topic",
+    "status_topic",
+    "telemetry_topic",
+]
+
+
+class Kind(enum.StrEnum):
+    """Device kinds; the value is the topic segment and the InfluxDB measurement."""
+
+    MICROGRID = "microgrid"
+    STORAGE = "storage"
+    SITE5G = "site5g"
+    CHARGER = "charger"
+
+
+class ChargerStatus(enum.StrEnum):
+    """OCPP 1.6 ChargePointStatus, plus OCPP 2.0.1's ``Occupied``."""
+
+    AVAILABLE = "Available"
+    PREPARING = "Preparing"
+    CHARGING = "Charging"
+    SUSPENDED_EVSE = "SuspendedEVSE"
+    SUSPENDED_EV = "SuspendedEV"
+    FINISHING = "Finishing"
+    RESERVED = "Reserved"
+    UNAVAILABLE = "Unavailable"
+    FAULTED = "Faulted"
+    OCCUPIED = "Occupied"
+
+
+class OcppErrorCode(enum.StrEnum):
+    """OCPP 1.6 ChargePointErrorCode."""
+
+    CONNECTOR_LOCK_FAILURE = "ConnectorLockFailure"
+    EV_COMMUNICATION_ERROR = "EVCommunicationError"
+    GROUND_FAILURE = "GroundFailure"
+    HIGH_TEMPERATURE = "HighTemperature"
+    INTERNAL_ERROR = "InternalError"
+    LOCAL_LIST_CONFLICT = "LocalListConflict"
+    NO_ERROR = "NoError"
+    OTHER_ERROR = "OtherError"
+    OVER_CURRENT_FAILURE = "OverCurrentFailure"
+    OVER_VOLTAGE = "OverVoltage"
+    POWER_METER_FAILURE = "PowerMeterFailure"
+    POWER_SWITCH_FAILURE = "PowerSwitchFailure"
+    READER_FAILURE = "ReaderFailure"
+    RESET_FAILURE = "ResetFailure"
+    UNDER_VOLTAGE = "UnderVoltage"
+    WEAK_SIGNAL = "WeakSignal"
+
+
+def _to_epoch_ms(value: Any) -> Any:
+    """Accept epoch milliseconds (int) or an RFC 3339 string with an offset; return int ms."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"ts {value[:40]!r} is not an RFC 3339 timestamp") from exc
+        if parsed.tzinfo is None:
+            raise ValueError("ts string needs a UTC offset (e.g. 'Z' or '+08:00')")
+        return round(parsed.timestamp() * 1000)
+    return value
+
+
+EpochMillis = Annotated[int, BeforeValidator(_to_epoch_ms), Field(ge=0, lt=10**14)]
+"""Epoch milliseconds; bounded so a seconds-or-microseconds mix-up is a validation error."""
+
+
+class Telemetry(BaseModel):
+    """Fields every telemetry payload shares."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, frozen=True)
+
+    kind: ClassVar[Kind]
+    tag_fields: ClassVar[tuple[str, ...]] = ()
+    """Payload fields stored as InfluxDB tags (not fields), in this order."""
+
+    ts: EpochMillis = Field(description="Epoch milliseconds, or an RFC 3339 string with offset.")
+
+
+class MicrogridTelemetry(Telemetry):
+    """A park's (or feeder's) microgrid meter: instantaneous power and cumulative energy."""
+
+    kind: ClassVar[Kind] = Kind.MICROGRID
+
+    pv_kw: float | None = None
+    load_kw: float | None = None
+    grid_import_kw: float | None = None
+    grid_export_kw: float | None = None
+    pv_kwh: float | None = Field(default=None, description="Cumulative counter.")
+    load_kwh: float | None = Field(default=None, description="Cumulative counter.")
+    grid_import_kwh: float | None = Field(default=None, description="Cumulative counter.")
+    grid_export_kwh: float | None = Field(default=None, description="Cumulative counter.")
+    frequency_hz: float | None = None
+
+
+class StorageTelemetry(Telemetry):
+    """A battery energy storage system."""
+
+    kind: ClassVar[Kind] = Kind.STORAGE
+
+    soc_pct: float | None = None
+    soh_pct: float | None = None
+    power_kw: float | None = Field(default=None, description="Positive discharge, negative charge.")
+    cell_temp_max_c: float | None = None
+    cell_temp_min_c: float | None = None
+    cell_v_max: float | None = None
+    cell_v_min: float | None = None
+    charged_kwh: float | None = Field(default=None, description="Cumulative counter.")
+    discharged_kwh: float | None = Field(default=None, description="Cumulative counter.")
+    capacity_kwh: float | None = Field(default=None, description="Nameplate capacity.")
+
+
+class SiteTelemetry(Telemetry):
+    """A 5G base-station site."""
+
+    kind: ClassVar[Kind] = Kind.SITE5G
+
+    power_kw: float | None = None
+    energy_kwh: float | None = Field(default=None, description="Cumulative counter.")
+    traffic_gb: float | None = Field(default=None, description="Cumulative data volume counter.")
+    prb_util_pct: float | None = None
+    active_ues: int | None = Field(default=None, ge=0)
+    sleep_level: int | None = Field(default=None, ge=0, description="0 = none; deeper is higher.")
+    on_battery: bool | None = Field(default=None, description="True when mains power is lost.")
+    cabinet_temp_c: float | None = None
+
+
+class ChargerTelemetry(Telemetry):
+    """One connector of an EV charge point (one message per connector)."""
+
+    kind: ClassVar[Kind] = Kind.CHARGER
+    tag_fields: ClassVar[tuple[str, ...]] = ("connector_id",)
+
+    # Not strict for enums: JSON strings must map onto the enum values.
+    status: Annotated[ChargerStatus, Field(strict=False)] | None = None
+    error_code: Annotated[OcppErrorCode, Field(strict=False)] | None = None
+    connector_id: int = Field(default=1, ge=0, lt=1000, description="Stored as tag 'connector'.")
+    power_kw: float | None = None
+    energy_kwh: float | None = Field(
+        default=None, description="Cumulative counter (OCPP Energy.Active.Import.Register)."
+    )
+    ev_soc_pct: float | None = None
+    connector_temp_c: float | None = None
+
+
+KIND_MODELS: Final[dict[Kind, type[Telemetry]]] = {
+    model.kind: model
+    for model in (MicrogridTelemetry, StorageTelemetry, SiteTelemetry, ChargerTelemetry)
+}
+
+
+class TopicParts:
+    """A parsed device topic."""
+
+    __slots__ = ("channel", "device", "kind", "park")
+
+    def __init__(self, park: str, kind: str, device: str, channel: str) -> None:
+        self.park = park
+        self.kind = kind
+        self.device = device
+        self.channel = channel
+
+    def __repr__(self) -> str:
+        return f"TopicParts({self.park!r}, {self.kind!r}, {self.device!r}, {self.channel!r})"
+
+
+CHANNELS: Final = frozenset({"telemetry", "status"})
+MAX_ID_LENGTH: Final = 128
+
+
+def _valid_id(segment: str) -> bool:
+    # Backslashes and control characters cannot round-trip through line-protocol tags.
+    return (
+        0 < len(segment) <= MAX_ID_LENGTH
+        and "\\" not in segment
+        and segment.isprintable()
+        and segment.strip() == segment
+    )
+
+
+def parse_topic(topic: str, prefix: str = "parks") -> TopicParts | str:
+    """Split a device topic; return the parts, or a human-readable reason it does not parse."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != prefix:
+        return f"expected '{prefix}/{{park}}/{{kind}}/{{device}}/telemetry|status'"
+    _, park, kind, device, channel = parts
+    if channel not in CHANNELS:
+        return f"unknown channel {channel[:40]!r}"
+    for name, segment in (("park", park), ("device", device)):
+        if not _valid_id(segment):
+            return f"{name} id must be 1-{MAX_ID_LENGTH} printable characters without backslash"
+    return TopicParts(park, kind, device, channel)
+
+
+def telemetry_topic(park: str, kind: Kind | str, device: str, prefix: str = "parks") -> str:
+    """The topic a device publishes telemetry to."""
+    return f"{prefix}/{park}/{kind}/{device}/telemetry"
+
+
+def status_topic(park: str, kind: Kind | str, device: str, prefix: str = "parks") -> str:
+    """The topic of a device's online/offline status (its MQTT last will)."""
+    return f"{prefix}/{park}/{kind}/{device}/status"
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every kind's payload, keyed by kind."""
+    return {kind.value: model.model_json_schema() for kind, model in KIND_MODELS.items()}

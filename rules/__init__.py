@@ -1,0 +1,1 @@
+"""Alert rules (thresholds, windows, for-durations, hysteresis, stale devices): a later issue."""

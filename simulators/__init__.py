@@ -1,0 +1,1 @@
+"""Simulated park devices (microgrid, storage, 5G site, EV charger)."""
