@@ -1,0 +1,1 @@
+"""Adapters to outside systems; the only modules that import their client libraries."""

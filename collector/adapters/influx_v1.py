@@ -1,0 +1,105 @@
+"""InfluxDB 1.x adapter: ``POST /write?db=&rp=&precision=ms`` over aiohttp, gzip optional."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+
+import aiohttp
+
+from collector.adapters.httpstatus import error_for_status
+from collector.config import InfluxSettings
+from collector.errors import SinkError, SinkUnavailable
+
+__all__ = ["InfluxV1Sink"]
+
+log = logging.getLogger(__name__)
+
+
+class InfluxV1Sink:
+    """Writes to InfluxDB 1.x (or anything speaking its ``/write`` API)."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        self._settings = settings
+        self.name = f"influxdb-v1 {settings.url} db={settings.database}"
+        self._session: aiohttp.ClientSession | None = None
+        params = {"db": settings.database, "precision": "ms"}
+        if settings.retention_policy:
+            params["rp"] = settings.retention_policy
+        self._params = params
+
+    def _headers(self) -> dict[str, str]:
+        headers = {}
+        if self._settings.token is not None:
+            headers["Authorization"] = f"Token {self._settings.token.get_secret_value()}"
+        return headers
+
+    def _auth(self) -> aiohttp.BasicAuth | None:
+        if self._settings.username is None:
+            return None
+        password = self._settings.password.get_secret_value() if self._settings.password else ""
+        return aiohttp.BasicAuth(self._settings.username, password)
+
+    async def start(self) -> None:
+        """Open the HTTP session; create the database if configured to (best effort)."""
+        self._session = aiohttp.ClientSession(
+            base_url=self._settings.url,
+            timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s),
+            headers=self._headers(),
+            auth=self._auth(),
+        )
+        if self._settings.create_database:
+            try:
+                await self._query(f'CREATE DATABASE "{self._settings.database}"')
+            except SinkError as exc:
+                # Not fatal: the database may exist and we lack admin rights, or the server is
+                # down; the first write and the health check report it with context.
+                log.warning("could not create database: %s", exc)
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise SinkUnavailable("sink not started", target=self.name)
+        return self._session
+
+    async def _query(self, influxql: str) -> None:
+        session = self._require_session()
+        try:
+            async with session.post("/query", data={"q": influxql}) as response:
+                if response.status >= 300:
+                    text = await response.text()
+                    raise error_for_status(response.status, text, response.headers, self.name)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SinkUnavailable(f"{self.name}: {exc!r}", target=self.name) from exc
+
+    async def write(self, body: bytes) -> None:
+        """Write lines; raise ``SinkUnavailable`` or ``SinkRejected``."""
+        session = self._require_session()
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self._settings.gzip:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            async with session.post(
+                "/write", params=self._params, data=body, headers=headers
+            ) as response:
+                if response.status == 204:
+                    return
+                text = await response.text()
+                raise error_for_status(response.status, text, response.headers, self.name)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SinkUnavailable(f"{self.name}: {exc!r}", target=self.name) from exc
+
+    async def ping(self) -> bool:
+        """``GET /ping`` answers 204 when InfluxDB is up."""
+        session = self._require_session()
+        try:
+            async with session.get("/ping") as response:
+                return response.status == 204
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

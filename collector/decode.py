@@ -1,0 +1,189 @@
+"""Decode and validate: raw MQTT message -> ``Point`` (with its line) or ``DeadLetter``.
+
+This is where a message becomes an InfluxDB point: topic parsed, payload validated by the kind's
+pydantic model, ``ts`` checked against the clock, then one line encoded with measurement = kind,
+tags ``park`` and ``device`` (and ``connector`` for chargers), fields = the payload's fields.
+
+Status messages (``.../status``, a device's birth message or MQTT last will) become points of the
+``device_status`` measurement with a boolean ``online`` field; a last will carries no ``ts``, so
+the receive time is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import time
+from collections.abc import Callable
+from typing import Final
+
+import orjson
+from pydantic import ValidationError
+
+from collector.config import IngestSettings
+from collector.lineproto import FieldValue, encode_line
+from collector.messages import DeadLetter, Point, RawMessage, Reason
+from collector.metrics import Metrics
+from collector.schema import KIND_MODELS, Kind, Telemetry, parse_topic
+
+__all__ = ["STATUS_MEASUREMENT", "Decoder", "run_decoder"]
+
+STATUS_MEASUREMENT: Final = "device_status"
+_TAG_NAMES: Final = {"connector_id": "connector"}
+_STATUS_WORDS: Final = {b"online": True, b"offline": False, b"true": True, b"false": False}
+
+
+class Decoder:
+    """Turns one raw message into a point or a dead letter; never raises for bad input."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        metrics: Metrics,
+        *,
+        topic_prefix: str = "parks",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._prefix = topic_prefix
+        self._clock = clock
+        self._models = {kind.value: model for kind, model in KIND_MODELS.items()}
+
+    def decode(self, raw: RawMessage) -> Point | DeadLetter:
+        """Validate ``raw``; the result carries the message's ack ticket either way."""
+        if len(raw.payload) > self._settings.max_payload_bytes:
+            return self._reject(
+                raw,
+                Reason.TOO_LARGE,
+                f"{len(raw.payload)} bytes > limit {self._settings.max_payload_bytes}",
+            )
+        parts = parse_topic(raw.topic, self._prefix)
+        if isinstance(parts, str):
+            return self._reject(raw, Reason.INVALID_TOPIC, parts)
+        model = self._models.get(parts.kind)
+        if model is None:
+            return self._reject(
+                raw, Reason.UNKNOWN_KIND, f"kind {parts.kind[:40]!r} is not one of {list(Kind)}"
+            )
+        if parts.channel == "status":
+            return self._status(raw, parts.park, parts.kind, parts.device)
+        try:
+            telemetry = model.model_validate_json(raw.payload)
+        except ValidationError as exc:
+            return self._invalid(raw, exc)
+        return self._point(raw, telemetry, parts.park, parts.kind, parts.device)
+
+    def _point(
+        self, raw: RawMessage, telemetry: Telemetry, park: str, kind: str, device: str
+    ) -> Point | DeadLetter:
+        ts_ms = telemetry.ts
+        skew = self._skew(ts_ms)
+        if skew is not None:
+            return self._reject(raw, Reason.CLOCK_SKEW, skew)
+        fields: dict[str, FieldValue] = {}
+        tags = [("device", device), ("park", park)]
+        tag_fields = telemetry.tag_fields
+        # __dict__ holds the declared fields only; extras are checked separately below.
+        for name, value in telemetry.__dict__.items():
+            if value is None or name == "ts":
+                continue
+            if name in tag_fields:
+                tags.append((_TAG_NAMES.get(name, name), str(value)))
+            else:
+                # Store enum members (OCPP status, error code) as their plain string value.
+                fields[name] = value.value if isinstance(value, enum.Enum) else value
+        extra = telemetry.__pydantic_extra__
+        if extra:
+            rejected = self._take_extras(extra, fields)
+            if rejected is not None:
+                return self._reject(raw, Reason.NON_FINITE, rejected)
+        if not fields:
+            return self._reject(raw, Reason.INVALID_PAYLOAD, "no fields besides ts")
+        tags.sort()
+        line = encode_line(kind, tags, fields, ts_ms)
+        return Point(park, kind, device, ts_ms, fields, line, raw.ticket)
+
+    def _take_extras(self, extra: dict[str, object], fields: dict[str, FieldValue]) -> str | None:
+        """Keep finite numeric and boolean extras (numbers as float); None, or why to reject."""
+        for name, value in extra.items():
+            if isinstance(value, bool):
+                fields[name] = value
+            elif isinstance(value, int | float):
+                number = float(value)
+                if not math.isfinite(number):
+                    return f"field {name[:40]!r} is not a finite number"
+                fields[name] = number
+            else:
+                # Like Telegraf's JSON parser: non-numeric extras are ignored, but counted.
+                self._metrics.fields_dropped.labels("non_numeric_extra").inc()
+        return None
+
+    def _status(self, raw: RawMessage, park: str, kind: str, device: str) -> Point | DeadLetter:
+        body = raw.payload.strip()
+        online = _STATUS_WORDS.get(body.lower())
+        ts_ms = round(raw.received_at * 1000)
+        if online is None:
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                return self._reject(raw, Reason.INVALID_JSON, str(exc))
+            if not isinstance(data, dict) or not isinstance(data.get("online"), bool):
+                return self._reject(raw, Reason.INVALID_PAYLOAD, "status needs a boolean 'online'")
+            online = data["online"]
+            if "ts" in data:
+                ts = data["ts"]
+                if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+                    return self._reject(raw, Reason.INVALID_PAYLOAD, "status ts must be epoch ms")
+                skew = self._skew(ts)
+                if skew is not None:
+                    return self._reject(raw, Reason.CLOCK_SKEW, skew)
+                ts_ms = ts
+        tags = [("device", device), ("kind", kind), ("park", park)]
+        fields: dict[str, FieldValue] = {"online": online}
+        line = encode_line(STATUS_MEASUREMENT, tags, fields, ts_ms)
+        return Point(park, STATUS_MEASUREMENT, device, ts_ms, fields, line, raw.ticket)
+
+    def _skew(self, ts_ms: int) -> str | None:
+        offset = ts_ms / 1000 - self._clock()
+        if offset > self._settings.max_future_s:
+            return f"ts is {offset:.0f} s in the future (limit {self._settings.max_future_s:.0f} s)"
+        if -offset > self._settings.max_past_s:
+            return f"ts is {-offset:.0f} s in the past (limit {self._settings.max_past_s:.0f} s)"
+        return None
+
+    def _invalid(self, raw: RawMessage, exc: ValidationError) -> DeadLetter:
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0]
+        if first["type"] == "json_invalid":
+            reason = Reason.INVALID_JSON
+        elif any(error["type"] == "finite_number" for error in errors):
+            reason = Reason.NON_FINITE
+        else:
+            reason = Reason.INVALID_PAYLOAD
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in errors[:5]
+        )
+        return self._reject(raw, reason, detail)
+
+    def _reject(self, raw: RawMessage, reason: str, detail: str) -> DeadLetter:
+        return DeadLetter(raw.topic, raw.payload, reason, detail, raw.received_at, raw.ticket)
+
+
+async def run_decoder(
+    decoder: Decoder,
+    inbox: asyncio.Queue[RawMessage],
+    points: asyncio.Queue[Point],
+    dead: asyncio.Queue[DeadLetter],
+) -> None:
+    """Stage loop. Full output queues block here, which fills ``inbox``, which pauses the MQTT
+    reader: back-pressure reaches the broker, which holds the unacked QoS 1 messages."""
+    while True:
+        raw = await inbox.get()
+        result = decoder.decode(raw)
+        if isinstance(result, Point):
+            await points.put(result)
+        else:
+            await dead.put(result)
+        inbox.task_done()

@@ -1,0 +1,61 @@
+"""``GET /healthz`` and ``GET /metrics`` (Prometheus text format) over aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from collector.metrics import Metrics
+
+__all__ = ["HealthCheck", "HttpServer"]
+
+HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+"""Returns named checks, each ``{"ok": bool, ...}``; healthy when all are ok."""
+
+
+class HttpServer:
+    """Serves health and metrics; ``port`` is known after ``start`` (0 picks a free one)."""
+
+    def __init__(self, host: str, port: int, metrics: Metrics, health: HealthCheck) -> None:
+        self._host = host
+        self.port = port
+        self._metrics = metrics
+        self._health = health
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics_page)
+        self._runner = web.AppRunner(app, access_log=None)
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self.port)
+        await site.start()
+        # aiohttp exposes the bound port nowhere else
+        server = site._server
+        if server is not None and self.port == 0:
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        await self._runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        try:
+            async with asyncio.timeout(3):
+                checks = await self._health()
+        except TimeoutError:
+            checks = {"health": {"ok": False, "detail": "health check timed out"}}
+        ok = all(check.get("ok") for check in checks.values())
+        body = {"status": "ok" if ok else "unavailable", "checks": checks}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

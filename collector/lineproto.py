@@ -1,0 +1,68 @@
+"""InfluxDB line protocol encoding: where a decoded message becomes a point.
+
+Hand-rolled rather than ``influxdb_client.Point`` for speed: ``bench/bench_lineproto.py`` measures
+both in one run (see the README for the figures). Escaping follows the line-protocol reference:
+measurement: comma and space; tag keys and values, field keys: comma, equals sign and space;
+string field values: double quote and backslash. Topic ids never contain backslashes or control
+characters (``collector.schema.parse_topic`` rejects them), which is what makes tag escaping total.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+__all__ = [
+    "FieldValue",
+    "encode_line",
+    "escape_measurement",
+    "escape_tag",
+    "field_value",
+]
+
+FieldValue = float | int | bool | str
+
+_TAG_ESCAPES: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_MEASUREMENT_ESCAPES: Final = str.maketrans({",": r"\,", " ": r"\ "})
+_STRING_ESCAPES: Final = str.maketrans({'"': r"\"", "\\": "\\\\"})
+
+
+def escape_tag(text: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    return text.translate(_TAG_ESCAPES)
+
+
+def escape_measurement(text: str) -> str:
+    """Escape a measurement name."""
+    return text.translate(_MEASUREMENT_ESCAPES)
+
+
+def field_value(value: FieldValue) -> str:
+    """Encode one field value; bool before int because bool is an int in Python."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("line protocol cannot carry NaN or infinity")
+        return repr(value)
+    if isinstance(value, int):
+        return f"{value}i"
+    return f'"{value.translate(_STRING_ESCAPES)}"'
+
+
+def encode_line(
+    measurement: str,
+    tags: Iterable[tuple[str, str]],
+    fields: Mapping[str, FieldValue],
+    timestamp: int,
+) -> str:
+    """One point as a line; tags must already be sorted by key (InfluxDB's fast path)."""
+    head = escape_measurement(measurement)
+    tag_part = "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in tags if v != "")
+    field_part = ",".join(f"{escape_tag(k)}={field_value(v)}" for k, v in fields.items())
+    if not field_part:
+        raise ValueError("a point needs at least one field")
+    return f"{head}{tag_part} {field_part} {timestamp}"

@@ -1,0 +1,68 @@
+"""Plain typed objects passed between pipeline stages (pydantic stays at the boundaries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collector.lineproto import FieldValue
+
+__all__ = ["DeadLetter", "Point", "RawMessage", "Reason"]
+
+
+class Reason:
+    """Why a message was dead-lettered: the ``reason`` label of the dead-letter metric."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_PAYLOAD = "invalid_payload"
+    NON_FINITE = "non_finite"
+    UNKNOWN_KIND = "unknown_kind"
+    INVALID_TOPIC = "invalid_topic"
+    TOO_LARGE = "too_large"
+    CLOCK_SKEW = "clock_skew"
+    REJECTED_BY_SINK = "rejected_by_sink"
+
+    ALL = (
+        INVALID_JSON,
+        INVALID_PAYLOAD,
+        NON_FINITE,
+        UNKNOWN_KIND,
+        INVALID_TOPIC,
+        TOO_LARGE,
+        CLOCK_SKEW,
+        REJECTED_BY_SINK,
+    )
+
+
+@dataclass(slots=True, frozen=True)
+class RawMessage:
+    """One MQTT message as received; ``ticket`` settles its broker acknowledgement."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+    ticket: int
+
+
+@dataclass(slots=True, frozen=True)
+class Point:
+    """A validated message: its line-protocol line plus what the KPI and rule stages need."""
+
+    park: str
+    kind: str
+    device: str
+    ts_ms: int
+    fields: dict[str, FieldValue]
+    line: str
+    ticket: int
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    """A rejected message and why."""
+
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    received_at: float
+    ticket: int

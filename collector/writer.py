@@ -1,0 +1,292 @@
+"""Writer: points -> batches -> the database, or the spool; then the messages are acked.
+
+Three kinds of task, all owned by the service's TaskGroup:
+
+* ``run_batcher`` cuts the point stream into batches of ``batch_size`` lines, or whatever arrived
+  within ``flush_interval_s`` of a batch's first line. The batch queue holds
+  ``max_concurrent_writes`` batches; when it is full the batcher blocks, the point queue fills,
+  and back-pressure reaches the MQTT reader (nothing is dropped).
+* ``run_worker`` (``max_concurrent_writes`` of them) delivers a batch: written with retries
+  (jittered exponential backoff, ``Retry-After`` honoured), or appended to the spool once retries
+  are exhausted or while the spool still holds older data (keeping order). A batch the database
+  refuses (HTTP 400) is bisected until the bad lines are isolated; those are dead-lettered and
+  the good ones written. Only then are the batch's messages acked.
+* ``run_replayer`` drains the spool into the database, oldest first, retrying until it succeeds.
+
+Without a spool the worker retries until the database is back, acking nothing meanwhile: the
+broker keeps the messages of our persistent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_random_exponential,
+)
+
+from collector.config import WriterSettings
+from collector.errors import SinkRejected, SinkUnavailable, SpoolFull
+from collector.messages import DeadLetter, Point, Reason
+from collector.metrics import Metrics
+from collector.sink import Sink
+from collector.spool import Spool
+
+__all__ = ["Batch", "Writer"]
+
+log = logging.getLogger(__name__)
+
+NO_TICKET: Final = -1
+"""Ticket of a dead letter from a replayed batch: its MQTT message was acked long ago."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Points written (or spooled) together."""
+
+    points: list[Point]
+    created: float = field(default_factory=time.monotonic)
+
+    def body(self) -> bytes:
+        """Line protocol, one point per line."""
+        return "\n".join(point.line for point in self.points).encode()
+
+
+class Writer:
+    """Batches points and delivers them durably; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: WriterSettings,
+        sink: Sink,
+        metrics: Metrics,
+        *,
+        settle: Callable[[Iterable[int]], None],
+        dead_letters: asyncio.Queue[DeadLetter],
+        spool: Spool | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._metrics = metrics
+        self._settle = settle
+        self._dead = dead_letters
+        self._spool = spool
+        self._flush_now = asyncio.Event()
+        self._spool_space = asyncio.Event()
+        self._spool_full = False
+        self.batches: asyncio.Queue[Batch] = asyncio.Queue(settings.max_concurrent_writes)
+
+    # -- batching --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Cut the current batch now (shutdown)."""
+        self._flush_now.set()
+
+    async def run_batcher(self, points: asyncio.Queue[Point]) -> None:
+        """Cut ``points`` into batches by size and by time."""
+        size, interval = self._settings.batch_size, self._settings.flush_interval_s
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await points.get()]
+            deadline = loop.time() + interval
+            while len(batch) < size and not self._flush_now.is_set():
+                if not points.empty():
+                    batch.append(points.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        batch.append(await points.get())
+                except TimeoutError:
+                    break
+            await self.batches.put(Batch(batch))
+            for _ in batch:
+                points.task_done()
+            if points.empty():
+                self._flush_now.clear()
+
+    # -- delivery --------------------------------------------------------------------------
+
+    async def run_worker(self) -> None:
+        """Deliver batches until cancelled."""
+        while True:
+            batch = await self.batches.get()
+            try:
+                await self._deliver(batch)
+            finally:
+                self.batches.task_done()
+
+    async def _deliver(self, batch: Batch) -> None:
+        body = batch.body()
+        spool = self._spool
+        if spool is None or spool.empty():
+            try:
+                rejected = await self._write_isolating(batch.points, self._retrying())
+            except SinkUnavailable as exc:
+                if spool is None:
+                    rejected = await self._write_isolating(batch.points, self._retrying(None))
+                else:
+                    log.warning(
+                        "database unavailable, spooling %d lines: %s", len(batch.points), exc
+                    )
+                    await self._append_to_spool(body)
+                    rejected = []
+        else:
+            await self._append_to_spool(body)
+            rejected = []
+        good = len(batch.points) - len(rejected)
+        self._metrics.points_written.inc(good)
+        await self._dead_letter(rejected)
+        bad_tickets = {point.ticket for point, _ in rejected}
+        self._settle(point.ticket for point in batch.points if point.ticket not in bad_tickets)
+
+    async def _append_to_spool(self, body: bytes) -> None:
+        assert self._spool is not None
+        while True:
+            try:
+                await self._spool.append(body)
+            except SpoolFull:
+                if not self._metrics_spool_full(True):
+                    log.error(  # noqa: TRY400 - an expected state, a traceback would be noise
+                        "spool full (%d bytes): not acking; the broker holds new messages",
+                        self._spool.stats.bytes,
+                    )
+                self._spool_space.clear()
+                await self._spool_space.wait()
+                continue
+            self._metrics_spool_full(False)
+            self._metrics.spooled_batches.inc()
+            self._update_spool_gauges()
+            return
+
+    def _metrics_spool_full(self, full: bool) -> bool:
+        """Set the spool-full gauge; return whether it was already set."""
+        was = self._spool_full
+        self._spool_full = full
+        self._metrics.spool_full.set(1 if full else 0)
+        return was
+
+    def _update_spool_gauges(self) -> None:
+        if self._spool is not None:
+            stats = self._spool.stats
+            self._metrics.spool_bytes.set(stats.bytes)
+            self._metrics.spool_segments.set(stats.segments)
+
+    @property
+    def spool_full(self) -> bool:
+        """Whether the spool refused data (health is degraded then)."""
+        return self._spool_full
+
+    # -- writing with retries and bad-line isolation ----------------------------------------
+
+    def _retrying(self, attempts: int | None = -1) -> AsyncRetrying:
+        """Retries for ``SinkUnavailable``; ``attempts=None`` retries forever."""
+        settings = self._settings
+        backoff = wait_random_exponential(
+            multiplier=settings.retry_initial_s, max=settings.retry_max_s
+        )
+
+        def wait(state: RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            if isinstance(error, SinkUnavailable) and error.retry_after is not None:
+                return min(error.retry_after, settings.retry_max_s * 12)
+            return float(backoff(state))
+
+        if attempts == -1:
+            attempts = settings.retry_max_attempts
+        return AsyncRetrying(
+            stop=stop_never if attempts is None else stop_after_attempt(attempts),
+            wait=wait,
+            retry=retry_if_exception_type(SinkUnavailable),
+            before_sleep=self._count_unavailable,
+            reraise=True,
+        )
+
+    def _count_unavailable(self, state: RetryCallState) -> None:
+        self._metrics.write_errors.labels("unavailable").inc()
+        self._metrics.sink_up.set(0)
+
+    async def _write(self, body: bytes, lines: int, retrying: AsyncRetrying) -> None:
+        async for attempt in retrying:
+            with attempt:
+                started = time.perf_counter()
+                await self._sink.write(body)
+                self._metrics.write_seconds.observe(time.perf_counter() - started)
+                self._metrics.batch_lines.observe(lines)
+                self._metrics.sink_up.set(1)
+
+    async def _write_isolating(
+        self, points: Sequence[Point], retrying: AsyncRetrying
+    ) -> list[tuple[Point, str]]:
+        """Write ``points``; on a rejection, bisect; return the rejected points with the reason."""
+        body = "\n".join(point.line for point in points).encode()
+        try:
+            await self._write(body, len(points), retrying)
+        except SinkRejected as exc:
+            self._metrics.write_errors.labels("rejected").inc()
+            self._metrics.sink_up.set(1)  # the database answered: it is up
+            if len(points) == 1:
+                return [(points[0], str(exc))]
+            middle = len(points) // 2
+            # Bisecting re-sends lines a partial write may have stored: harmless, same points.
+            left = await self._write_isolating(points[:middle], self._retrying())
+            right = await self._write_isolating(points[middle:], self._retrying())
+            return left + right
+        return []
+
+    async def _dead_letter(self, rejected: list[tuple[Point, str]]) -> None:
+        for point, reason in rejected:
+            log.warning("database rejected a line: %s", reason)
+            topic = f"{point.park}/{point.kind}/{point.device}"
+            await self._dead.put(
+                DeadLetter(
+                    topic,
+                    point.line.encode(),
+                    Reason.REJECTED_BY_SINK,
+                    reason,
+                    time.time(),
+                    point.ticket,
+                )
+            )
+
+    # -- spool replay ----------------------------------------------------------------------
+
+    async def run_replayer(self) -> None:
+        """Drain the spool into the database, oldest batch first, until cancelled."""
+        spool = self._spool
+        if spool is None:
+            return
+        while True:
+            await spool.wait_not_empty()
+            records = await spool.read(1)
+            if not records:
+                continue
+            record = records[0]
+            points = [_replayed_point(line) for line in record.payload.split(b"\n") if line]
+            rejected = await self._write_isolating(points, self._retrying(None))
+            await self._dead_letter(rejected)
+            await spool.commit(record.position)
+            self._metrics.replayed_points.inc(len(points) - len(rejected))
+            self._metrics.points_written.inc(len(points) - len(rejected))
+            self._update_spool_gauges()
+            self._spool_space.set()
+
+
+def _replayed_point(line: bytes) -> Point:
+    """A spooled line as a point; only ``line`` (and the ticket) matter for writing."""
+    text = line.decode()
+    measurement = text.split(",", 1)[0].split(" ", 1)[0]
+    return Point("", measurement, "", 0, {}, text, NO_TICKET)

@@ -1,0 +1,182 @@
+"""End to end on real servers: a separate client publishes, the collector writes to InfluxDB 1.x."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from collector.localservers import InfluxDB1, Mosquitto
+from collector.service import Collector
+from tests.helpers import collector_settings, publish_all, until
+
+PER_KIND = 150
+DEVICES = 5
+
+KIND_FIELDS: dict[str, dict[str, object]] = {
+    "microgrid": {"pv_kw": 120.5, "load_kw": 300.25, "grid_import_kw": 179.75, "pv_kwh": 1234.5},
+    "storage": {"soc_pct": 55.5, "power_kw": -50.0, "cell_temp_max_c": 31.0, "capacity_kwh": 1000},
+    "site5g": {"power_kw": 3.2, "traffic_gb": 12.5, "active_ues": 42, "on_battery": False},
+    "charger": {"status": "Charging", "error_code": "NoError", "power_kw": 7.2, "connector_id": 2},
+}
+
+
+def good_messages(prefix: str, base_ms: int) -> list[tuple[str, bytes]]:
+    """PER_KIND messages of every kind, each (device, ts) distinct."""
+    messages = []
+    for kind, fields in KIND_FIELDS.items():
+        for i in range(PER_KIND):
+            device = f"{kind}-{i % DEVICES}"
+            payload = {"ts": base_ms - i * 1000, **fields, "seq": i}
+            messages.append((f"{prefix}/caohejing/{kind}/{device}/telemetry", orjson.dumps(payload)))
+    return messages
+
+
+def bad_messages(prefix: str, base_ms: int) -> list[tuple[str, bytes, str]]:
+    """One message of every rejection class, with the reason it must be dead-lettered for."""
+    t = f"{prefix}/caohejing/microgrid/meter-1/telemetry"
+    return [
+        (t, b'{"ts": 1, "pv_kw": ', "invalid_json"),
+        (t, orjson.dumps({"ts": base_ms, "pv_kw": "12.5"}), "invalid_payload"),
+        (t, b'{"ts": %d, "pv_kw": NaN}' % base_ms, "non_finite"),
+        (t, b'{"ts": %d, "extra": Infinity}' % base_ms, "non_finite"),
+        (f"{prefix}/caohejing/toaster/t-1/telemetry", b'{"ts": 1}', "unknown_kind"),
+        (f"{prefix}/caohejing/microgrid/telemetry", b'{"ts": 1}', "invalid_topic"),
+        (t, b'{"ts": %d, "pad": "%s"}' % (base_ms, b"x" * 70_000), "too_large"),
+        (t, orjson.dumps({"ts": base_ms + 86_400_000, "pv_kw": 1.0}), "clock_skew"),
+        (t, orjson.dumps({"pv_kw": 1.0}), "invalid_payload"),
+    ]
+
+
+async def test_every_good_message_becomes_exactly_one_point_and_every_bad_one_a_dead_letter(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    topic_prefix: str,
+) -> None:
+    settings = collector_settings(tmp_path, mosquitto, influxdb, influx_database, topic_prefix)
+    collector = Collector(settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(collector.run(stop))
+    await until(collector.connected.is_set, what="collector subscribed", alive=running)
+
+    base_ms = int(time.time() * 1000)
+    good = good_messages(topic_prefix, base_ms)
+    bad = bad_messages(topic_prefix, base_ms)
+    # Interleave bad messages with good ones: the good ones around them must all be written.
+    mixed: list[tuple[str, bytes]] = []
+    stride = len(good) // len(bad)
+    for n, (topic, payload, _) in enumerate(bad):
+        mixed += good[n * stride : (n + 1) * stride]
+        mixed.append((topic, payload))
+    mixed += good[len(bad) * stride :]
+    await asyncio.to_thread(publish_all, mosquitto, mixed)
+
+    metrics = collector.metrics
+    await until(
+        lambda: metrics.points_written._value.get() >= len(good),
+        what=f"{len(good)} points written",
+    )
+    dead_path = settings.deadletter.path
+    await until(
+        lambda: dead_path.exists() and len(dead_path.read_bytes().splitlines()) >= len(bad),
+        what="dead letters written",
+    )
+    stop.set()
+    await running
+
+    for kind, fields in KIND_FIELDS.items():
+        rows = influxdb.query(influx_database, f'SELECT * FROM "{kind}"')
+        assert len(rows) == PER_KIND, kind
+        assert {row["device"] for row in rows} == {f"{kind}-{d}" for d in range(DEVICES)}
+        assert {row["park"] for row in rows} == {"caohejing"}
+        newest = max(rows, key=lambda row: row["time"])
+        assert newest["time"] == base_ms
+        assert newest["seq"] == 0
+        for name, value in fields.items():
+            if name == "connector_id":
+                assert newest["connector"] == str(value)
+            else:
+                assert newest[name] == value, (kind, name)
+    assert sorted(row["seq"] for row in influxdb.query(influx_database, "SELECT * FROM storage")) == [
+        float(i) for i in range(PER_KIND)
+    ]
+
+    records = [orjson.loads(line) for line in dead_path.read_bytes().splitlines()]
+    assert Counter(record["reason"] for record in records) == Counter(reason for *_, reason in bad)
+    too_large = next(record for record in records if record["reason"] == "too_large")
+    assert too_large["truncated"] is True
+    assert too_large["payload_bytes"] > 70_000
+    assert all(record["topic"] and record["detail"] for record in records)
+    assert metrics.dead_letters.labels("non_finite")._value.get() == 2
+    assert metrics.received._value.get() == len(mixed)
+
+
+async def test_status_messages_become_device_status_points(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    topic_prefix: str,
+) -> None:
+    settings = collector_settings(tmp_path, mosquitto, influxdb, influx_database, topic_prefix)
+    collector = Collector(settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(collector.run(stop))
+    await until(collector.connected.is_set, what="collector subscribed", alive=running)
+    now_ms = int(time.time() * 1000)
+    status = f"{topic_prefix}/lingang/charger/cp-7/status"
+    await asyncio.to_thread(
+        publish_all,
+        mosquitto,
+        [(status, orjson.dumps({"online": True, "ts": now_ms - 5000})), (status, b"offline")],
+    )
+    await until(lambda: collector.metrics.points_written._value.get() >= 2, what="2 points")
+    stop.set()
+    await running
+    rows = influxdb.query(influx_database, "SELECT * FROM device_status")
+    assert [row["online"] for row in sorted(rows, key=lambda r: r["time"])] == [True, False]
+    assert rows[0]["time"] == now_ms - 5000
+    assert {(row["park"], row["kind"], row["device"]) for row in rows} == {
+        ("lingang", "charger", "cp-7")
+    }
+
+
+async def test_health_and_metrics_endpoints(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    topic_prefix: str,
+) -> None:
+    settings = collector_settings(tmp_path, mosquitto, influxdb, influx_database, topic_prefix)
+    collector = Collector(settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(collector.run(stop))
+    await until(collector.connected.is_set, what="collector subscribed", alive=running)
+    base = f"http://127.0.0.1:{collector.http_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/healthz") as response:
+            health = await response.json()
+            assert response.status == 200, health
+        assert health["checks"]["mqtt"]["ok"] is True
+        assert health["checks"]["sink"]["ok"] is True
+        async with http.get(f"{base}/metrics") as response:
+            text = await response.text()
+    stop.set()
+    await running
+    for name in (
+        "parkwatch_messages_received_total",
+        "parkwatch_points_written_total",
+        'parkwatch_dead_letters_total{reason="invalid_json"}',
+        'parkwatch_queue_depth{queue="inbox"}',
+        "parkwatch_write_batch_lines_bucket",
+        "parkwatch_mqtt_reconnects_total",
+        "parkwatch_unacked_messages",
+    ):
+        assert name in text, name

@@ -1,0 +1,93 @@
+"""Test helpers: a synchronous QoS 1 publisher and awaiting a condition with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.config import Settings, load_settings
+from collector.localservers import InfluxDB1, Mosquitto
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    *,
+    timeout: float = 20.0,
+    what: str = "",
+    alive: asyncio.Task[Any] | None = None,
+) -> None:
+    """Await ``condition`` becoming true (re-checked every 20 ms); fail after ``timeout``, or at
+    once if the ``alive`` task (the collector under test) has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None and alive.done():
+            alive.result()  # raises what killed it
+            raise AssertionError(f"task ended while waiting for {what or condition}")
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        await asyncio.sleep(0.02)
+
+
+def publish_all(
+    broker: Mosquitto,
+    messages: Iterable[tuple[str, bytes]],
+    *,
+    qos: int = 1,
+    username: str | None = None,
+    password: str | None = None,
+) -> int:
+    """Publish from a separate client and wait for every PUBACK; return the count."""
+    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    if username:
+        client.username_pw_set(username, password)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(timeout=30)
+            assert info.is_published(), "broker did not acknowledge a publish"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(infos)
+
+
+def collector_settings(
+    tmp_path: Path,
+    broker: Mosquitto,
+    influx: InfluxDB1,
+    database: str,
+    topic_prefix: str,
+    **overrides: Any,
+) -> Settings:
+    """Settings pointing a collector at the test servers, with short timings."""
+    values: dict[str, Any] = {
+        "mqtt": {
+            "url": broker.url,
+            "topic_prefix": topic_prefix,
+            "client_id": f"collector-{topic_prefix}"[:64],
+            "reconnect_max_s": 0.5,
+        },
+        "influx": {"url": influx.url, "database": database},
+        "writer": {"flush_interval_s": 0.2, "retry_initial_s": 0.05, "retry_max_s": 0.2},
+        "spool": {"directory": tmp_path / "spool"},
+        "deadletter": {"path": tmp_path / "deadletter.jsonl"},
+        "http": {"port": 0},
+    }
+    for key, value in overrides.items():
+        values[key] = {**values.get(key, {}), **value}
+    return load_settings(None, **values)
