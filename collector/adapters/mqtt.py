@@ -192,6 +192,10 @@ class MqttSource:
             return
         if on:
             self._loop.add_reader(self._fd, self._readable)
+            client = self._client
+            if isinstance(client, BufferedClient) and client.buffered():
+                # Bytes already buffered will not make the socket readable again.
+                self._loop.call_soon(self._readable)
         else:
             self._loop.remove_reader(self._fd)
         self._reading = on
@@ -318,13 +322,14 @@ class MqttSource:
         )
         async for attempt in retrying:
             with attempt:
-                await self._connect_once()
+                await self.connect_once()
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         log.warning("cannot connect to %s: %s", self._settings.redacted_url(), error)
 
-    async def _connect_once(self) -> None:
+    async def connect_once(self) -> None:
+        """One connection attempt: connect, subscribe; raise ``SourceError`` on failure."""
         s = self._settings
         self._disconnected.clear()
         self._ready = self._loop.create_future()
