@@ -22,7 +22,7 @@ import orjson
 from pydantic import ValidationError
 
 from collector.config import IngestSettings
-from collector.lineproto import FieldValue, encode_line
+from collector.lineproto import FieldValue, LineEncoder
 from collector.messages import DeadLetter, Point, RawMessage, Reason
 from collector.metrics import Metrics
 from collector.schema import KIND_MODELS, Kind, Telemetry, parse_topic
@@ -50,6 +50,7 @@ class Decoder:
         self._prefix = topic_prefix
         self._clock = clock
         self._models = {kind.value: model for kind, model in KIND_MODELS.items()}
+        self._encoder = LineEncoder()
 
     def decode(self, raw: RawMessage) -> Point | DeadLetter:
         """Validate ``raw``; the result carries the message's ack ticket either way."""
@@ -83,7 +84,7 @@ class Decoder:
         if skew is not None:
             return self._reject(raw, Reason.CLOCK_SKEW, skew)
         fields: dict[str, FieldValue] = {}
-        tags = [("device", device), ("park", park)]
+        tags: list[tuple[str, str]] = [("device", device), ("park", park)]
         tag_fields = telemetry.tag_fields
         # __dict__ holds the declared fields only; extras are checked separately below.
         for name, value in telemetry.__dict__.items():
@@ -101,8 +102,9 @@ class Decoder:
                 return self._reject(raw, Reason.NON_FINITE, rejected)
         if not fields:
             return self._reject(raw, Reason.INVALID_PAYLOAD, "no fields besides ts")
-        tags.sort()
-        line = encode_line(kind, tags, fields, ts_ms)
+        if tag_fields:
+            tags.sort()
+        line = self._encoder.encode(kind, tuple(tags), fields, ts_ms)
         return Point(park, kind, device, ts_ms, fields, line, raw.ticket)
 
     def _take_extras(self, extra: dict[str, object], fields: dict[str, FieldValue]) -> str | None:
@@ -140,9 +142,9 @@ class Decoder:
                 if skew is not None:
                     return self._reject(raw, Reason.CLOCK_SKEW, skew)
                 ts_ms = ts
-        tags = [("device", device), ("kind", kind), ("park", park)]
+        tags = (("device", device), ("kind", kind), ("park", park))
         fields: dict[str, FieldValue] = {"online": online}
-        line = encode_line(STATUS_MEASUREMENT, tags, fields, ts_ms)
+        line = self._encoder.encode(STATUS_MEASUREMENT, tags, fields, ts_ms)
         return Point(park, STATUS_MEASUREMENT, device, ts_ms, fields, line, raw.ticket)
 
     def _skew(self, ts_ms: int) -> str | None:

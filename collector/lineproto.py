@@ -15,6 +15,7 @@ from typing import Final
 
 __all__ = [
     "FieldValue",
+    "LineEncoder",
     "encode_line",
     "escape_measurement",
     "escape_tag",
@@ -22,6 +23,10 @@ __all__ = [
 ]
 
 FieldValue = float | int | bool | str
+
+CACHE_LIMIT: Final = 100_000
+"""Series and field keys remembered by ``LineEncoder``; the caches start over past this."""
+_INF: Final = float("inf")
 
 _TAG_ESCAPES: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _MEASUREMENT_ESCAPES: Final = str.maketrans({",": r"\,", " ": r"\ "})
@@ -66,3 +71,50 @@ def encode_line(
     if not field_part:
         raise ValueError("a point needs at least one field")
     return f"{head}{tag_part} {field_part} {timestamp}"
+
+
+class LineEncoder:
+    """``encode_line`` with the escaped series key and field keys cached.
+
+    A park's devices send the same series and field names over and over, so escaping them once
+    makes encoding several times faster (``bench/lineproto.py``). Caches are bounded.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._keys: dict[str, str] = {}
+
+    def encode(
+        self,
+        measurement: str,
+        tags: tuple[tuple[str, str], ...],
+        fields: Mapping[str, FieldValue],
+        timestamp: int,
+    ) -> str:
+        """One point as a line; ``tags`` sorted by key, as a tuple (it is the cache key)."""
+        series = self._series.get((measurement, tags))
+        if series is None:
+            if len(self._series) >= CACHE_LIMIT:
+                self._series.clear()
+            series = escape_measurement(measurement) + "".join(
+                f",{escape_tag(k)}={escape_tag(v)}" for k, v in tags if v != ""
+            )
+            self._series[(measurement, tags)] = series
+        keys = self._keys
+        parts = []
+        for name, value in fields.items():
+            key = keys.get(name)
+            if key is None:
+                if len(keys) >= CACHE_LIMIT:
+                    keys.clear()
+                key = keys[name] = escape_tag(name)
+            kind = type(value)
+            if kind is float:
+                if value != value or value == _INF or value == -_INF:  # noqa: PLR0124 - NaN test
+                    raise ValueError("line protocol cannot carry NaN or infinity")
+                parts.append(f"{key}={value!r}")
+            else:
+                parts.append(f"{key}={field_value(value)}")
+        if not parts:
+            raise ValueError("a point needs at least one field")
+        return f"{series} {','.join(parts)} {timestamp}"
