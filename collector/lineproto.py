@@ -110,7 +110,7 @@ class LineEncoder:
                 key = keys[name] = escape_tag(name)
             kind = type(value)
             if kind is float:
-                if value != value or value == _INF or value == -_INF:  # noqa: PLR0124 - NaN test
+                if value != value or value in (_INF, -_INF):  # noqa: PLR0124 - the NaN test
                     raise ValueError("line protocol cannot carry NaN or infinity")
                 parts.append(f"{key}={value!r}")
             else:

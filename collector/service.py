@@ -42,8 +42,15 @@ DEAD_LETTER_QUEUE: Final = 10_000
 class Collector:
     """Runs the pipeline until ``stop`` is set; see the module docstring."""
 
-    def __init__(self, settings: Settings, *, sink: Sink | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sink: Sink | None = None,
+        source_factory: type[MqttSource] = MqttSource,
+    ) -> None:
         self.settings = settings
+        self._source_factory = source_factory
         self.metrics = Metrics()
         self._sink = sink or make_sink(settings.influx)
         self.connected = asyncio.Event()
@@ -71,7 +78,7 @@ class Collector:
         )
         await spool.open()
         await self._sink.start()
-        source = MqttSource(s.mqtt, inbox, self.metrics, connected=self.connected)
+        source = self._source_factory(s.mqtt, inbox, self.metrics, connected=self.connected)
         self._source = source
         decoder = Decoder(s.ingest, self.metrics, topic_prefix=s.mqtt.topic_prefix)
         dead_file = DeadLetterFile(s.deadletter)
