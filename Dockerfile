@@ -1,0 +1,18 @@
+# parkwatch collector image. Not built or run in this project's CI (no Docker engine there);
+# see the README's "What is tested against real servers".
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY collector ./collector
+COPY rules ./rules
+COPY dashboards ./dashboards
+COPY simulators ./simulators
+RUN pip install --no-cache-dir .
+RUN useradd --system parkwatch && mkdir -p /var/lib/parkwatch && chown parkwatch /var/lib/parkwatch
+USER parkwatch
+ENV PARKWATCH_SPOOL__DIRECTORY=/var/lib/parkwatch/spool \
+    PARKWATCH_DEADLETTER__PATH=/var/lib/parkwatch/deadletter.jsonl \
+    PARKWATCH_HTTP__HOST=0.0.0.0
+EXPOSE 9108
+ENTRYPOINT ["parkwatch"]
+CMD ["run"]
