@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import orjson
@@ -31,6 +32,8 @@ __all__ = ["STATUS_MEASUREMENT", "Decoder", "run_decoder"]
 
 STATUS_MEASUREMENT: Final = "device_status"
 _TAG_NAMES: Final = {"connector_id": "connector"}
+log = logging.getLogger(__name__)
+
 _STATUS_WORDS: Final = {b"online": True, b"offline": False, b"true": True, b"false": False}
 
 
@@ -178,6 +181,7 @@ async def run_decoder(
     inbox: asyncio.Queue[RawMessage],
     points: asyncio.Queue[Point],
     dead: asyncio.Queue[DeadLetter],
+    observers: Sequence[Callable[[Point], None]] = (),
 ) -> None:
     """Stage loop. Full output queues block here, which fills ``inbox``, which pauses the MQTT
     reader: back-pressure reaches the broker, which holds the unacked QoS 1 messages."""
@@ -185,6 +189,11 @@ async def run_decoder(
         raw = await inbox.get()
         result = decoder.decode(raw)
         if isinstance(result, Point):
+            for observe in observers:
+                try:
+                    observe(result)
+                except Exception:  # an observer's bug must not stop ingestion
+                    log.exception("point observer failed")
             await points.put(result)
         else:
             await dead.put(result)

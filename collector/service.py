@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 from collector.adapters.mqtt import MqttSource
@@ -60,6 +61,11 @@ class Collector:
         self.http_port: int | None = None
         self._source: MqttSource | None = None
         self._writer: Writer | None = None
+        self._observers: list[Callable[[Point], None]] = []
+
+    def observe(self, observer: Callable[[Point], None]) -> None:
+        """Call ``observer`` with every validated point (on the decoder's path: keep it cheap)."""
+        self._observers.append(observer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and return."""
@@ -108,7 +114,10 @@ class Collector:
                     group.create_task(source.run(), name="mqtt-connection"),
                     group.create_task(source.run_misc(), name="mqtt-housekeeping"),
                     group.create_task(source.run_pump(), name="mqtt-overflow-pump"),
-                    group.create_task(run_decoder(decoder, inbox, points, dead), name="decoder"),
+                    group.create_task(
+                        run_decoder(decoder, inbox, points, dead, self._observers),
+                        name="decoder",
+                    ),
                     group.create_task(
                         run_dead_letters(dead_file, dead, source.settle, self.metrics),
                         name="dead-letters",

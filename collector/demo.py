@@ -1,0 +1,256 @@
+"""``parkwatch demo``: local Mosquitto and InfluxDB, the collector and simulated parks, live.
+
+Everything runs in this process's one TaskGroup except the two servers, which are child
+processes in ``var/demo`` (kept between runs, so Grafana can be pointed at the data). Ctrl-C (or
+``--duration``) stops the simulators, drains the collector, then stops the servers.
+
+The simulated clock starts a day in the past by default and runs ``speed`` times faster than
+real time, so a full day of PV and load curves lands in InfluxDB within minutes at ``--speed 60``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from collector.config import Settings, load_settings
+from collector.errors import ServerError
+from collector.localservers import InfluxDB1, Mosquitto, free_port
+from collector.messages import Point
+from collector.service import Collector
+
+__all__ = ["DemoOptions", "LiveView", "run_demo"]
+
+REFRESH_S: Final = 1.0
+PLAIN_REPORT_S: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What ``parkwatch demo`` was asked for."""
+
+    workdir: Path
+    speed: float = 60.0
+    parks: tuple[str, ...] = ()
+    seed: int = 0
+    duration_s: float | None = None
+    start: datetime | None = None
+    live: bool = True
+
+
+@dataclass(slots=True)
+class _ParkState:
+    pv_kw: float | None = None
+    load_kw: float | None = None
+    grid_import_kw: float | None = None
+    soc: dict[str, float] = field(default_factory=dict)
+    chargers: dict[str, str] = field(default_factory=dict)
+    points: int = 0
+    last_ts_ms: int = 0
+
+
+class LiveView:
+    """Latest readings per park, fed by the collector with every validated point."""
+
+    def __init__(self, collector: Collector) -> None:
+        self._collector = collector
+        self._parks: dict[str, _ParkState] = defaultdict(_ParkState)
+        self._rates: dict[str, float] = {}
+        self._previous: dict[str, int] = {}
+        self._previous_at = time.monotonic()
+
+    def observe(self, point: Point) -> None:
+        """Take in one point (called on the decoder's hot path: keep it cheap)."""
+        state = self._parks[point.park]
+        state.points += 1
+        state.last_ts_ms = max(state.last_ts_ms, point.ts_ms)
+        fields = point.fields
+        if point.kind == "microgrid":
+            state.pv_kw = _number(fields.get("pv_kw"), state.pv_kw)
+            state.load_kw = _number(fields.get("load_kw"), state.load_kw)
+            state.grid_import_kw = _number(fields.get("grid_import_kw"), state.grid_import_kw)
+        elif point.kind == "storage" and "soc_pct" in fields:
+            state.soc[point.device] = float(fields["soc_pct"])
+        elif point.kind == "charger" and "status" in fields:
+            state.chargers[point.line.split(" ", 1)[0]] = str(fields["status"])
+
+    def _update_rates(self) -> None:
+        now = time.monotonic()
+        span = max(now - self._previous_at, 1e-6)
+        for park, state in self._parks.items():
+            self._rates[park] = (state.points - self._previous.get(park, 0)) / span
+            self._previous[park] = state.points
+        self._previous_at = now
+
+    def table(self) -> Table:
+        """The live table."""
+        self._update_rates()
+        metrics = self._collector.metrics
+        dead = sum(
+            sample.value
+            for metric in metrics.dead_letters.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+        latest = max((s.last_ts_ms for s in self._parks.values()), default=0)
+        when = datetime.fromtimestamp(latest / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        table = Table(
+            title=f"parkwatch demo — simulated time {when if latest else '…'}",
+            caption=f"points written {metrics.points_written._value.get():.0f}"
+            f" · dead letters {dead:.0f} · unacked {metrics.unacked._value.get():.0f}",
+        )
+        for column in ("park", "PV kW", "load kW", "grid import kW", "storage SOC %"):
+            table.add_column(column, justify="right" if column != "park" else "left")
+        table.add_column("chargers busy/faulted/all", justify="right")
+        table.add_column("msgs/s", justify="right")
+        for park in sorted(self._parks):
+            state = self._parks[park]
+            statuses = list(state.chargers.values())
+            busy = sum(
+                s
+                in {
+                    "Charging",
+                    "SuspendedEV",
+                    "SuspendedEVSE",
+                    "Preparing",
+                    "Finishing",
+                    "Occupied",
+                }
+                for s in statuses
+            )
+            faulted = sum(s == "Faulted" for s in statuses)
+            soc = f"{sum(state.soc.values()) / len(state.soc):.1f}" if state.soc else "-"
+            table.add_row(
+                park,
+                _fmt(state.pv_kw),
+                _fmt(state.load_kw),
+                _fmt(state.grid_import_kw),
+                soc,
+                f"{busy}/{faulted}/{len(statuses)}",
+                f"{self._rates.get(park, 0.0):.1f}",
+            )
+        return table
+
+
+def _number(value: object, default: float | None) -> float | None:
+    return float(value) if isinstance(value, int | float) else default
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _port(preferred: int) -> int:
+    """The usual port if it is free on loopback, else any free one."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+def demo_settings(options: DemoOptions, broker: Mosquitto, influx: InfluxDB1) -> Settings:
+    """Collector settings for the demo's local servers."""
+    return load_settings(
+        None,
+        mqtt={"url": broker.url, "client_id": "parkwatch-demo"},
+        influx={"url": influx.url, "database": "parkwatch"},
+        # Accelerated simulated time runs ahead of the wall clock: widen the skew window.
+        ingest={"max_future_s": 30 * 86400.0},
+        spool={"directory": options.workdir / "spool"},
+        deadletter={"path": options.workdir / "deadletter.jsonl"},
+        http={"port": _port(9108)},
+    )
+
+
+async def _show(view: LiveView, console: Console, live: bool, stop: asyncio.Event) -> None:
+    if live:
+        with Live(view.table(), console=console, refresh_per_second=4) as screen:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), REFRESH_S)
+                screen.update(view.table())
+        return
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PLAIN_REPORT_S)
+        console.print(view.table())
+
+
+async def _main(options: DemoOptions, settings: Settings, mqtt_url: str, console: Console) -> None:
+    from simulators.fleet import default_fleet  # noqa: PLC0415 - the demo is their only joint
+    from simulators.runner import run_fleet  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    service = Collector(settings)
+    view = LiveView(service)
+    service.observe(view.observe)
+    fleet = default_fleet(list(options.parks) or None)
+    start = options.start or datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+    collector_stop = asyncio.Event()
+
+    async def simulate() -> None:
+        await service.connected.wait()
+        stats = await run_fleet(
+            fleet,
+            mqtt_url=mqtt_url,
+            speed=options.speed,
+            start=start,
+            seed=options.seed,
+            duration_s=None,
+            stop=stop,
+        )
+        console.log(f"simulators: {stats.published} published, {stats.acked} acknowledged")
+
+    async def stop_after_duration() -> None:
+        if options.duration_s is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), options.duration_s)
+            stop.set()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(service.run(collector_stop), name="collector")
+        group.create_task(_show(view, console, options.live, stop), name="live-view")
+        group.create_task(stop_after_duration(), name="demo-timer")
+        simulation = group.create_task(simulate(), name="simulators")
+        await stop.wait()
+        await simulation  # simulators finish their PUBACKs before the collector drains
+        collector_stop.set()
+    console.print(view.table())
+
+
+def run_demo(options: DemoOptions) -> None:
+    """Start the servers, run everything until Ctrl-C or the duration, stop everything."""
+    console = Console()
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        broker = Mosquitto(options.workdir / "mosquitto", port=_port(1883))
+        influx = InfluxDB1(options.workdir / "influxdb", port=_port(8086))
+        with broker, influx:
+            settings = demo_settings(options, broker, influx)
+            console.print(
+                f"[bold]parkwatch demo[/]: MQTT {broker.url} · InfluxDB {influx.url} "
+                f"(database 'parkwatch') · health http://127.0.0.1:{settings.http.port}/healthz"
+                f" · data in {options.workdir} · Ctrl-C to stop"
+            )
+            asyncio.run(_main(options, settings, broker.url, console))
+    except ServerError as exc:
+        console.print(f"[red]could not start a local server[/]: {exc}")
+        raise SystemExit(1) from exc
+    console.print("demo stopped; servers shut down")

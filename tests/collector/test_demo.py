@@ -1,0 +1,61 @@
+"""``parkwatch demo`` as a user runs it: servers, collector, simulators; stops cleanly."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "demo",
+            "--duration",
+            "6",
+            "--speed",
+            "600",
+            "--plain",
+            "--workdir",
+            str(workdir),
+            "--parks",
+            "caohejing,lingang",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    written = [int(n) for n in re.findall(r"points written (\d+)", output)]
+    assert written, output[-3000:]
+    assert written[-1] > 0
+    published = re.search(r"simulators: (\d+) published, (\d+) acknowledged", output)
+    assert published, output[-3000:]
+    assert published.group(1) == published.group(2)
+    # Every acknowledged message became a point (plus the devices' status messages).
+    assert written[-1] >= int(published.group(2))
+    assert "caohejing" in output
+    assert "lingang" in output
+    assert "demo stopped" in output
+    assert (workdir / "influxdb").is_dir()
+    assert processes_mentioning(str(workdir)) == []
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that contain ``text`` (read from /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended while we looked
+        if text in command:
+            found.append(command)
+    return found
