@@ -13,7 +13,15 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -36,7 +44,13 @@ __all__ = [
 ]
 
 
-class MqttSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: a typo in a key is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
     """The broker the collector subscribes to."""
 
     url: str = Field(
@@ -81,6 +95,16 @@ class MqttSettings(BaseModel):
             raise ValueError("must look like mqtt://host:port or mqtts://host:port")
         return value
 
+    @model_validator(mode="after")
+    def _secret_out_of_url(self) -> MqttSettings:
+        """Keep a password given in the URL only as a SecretStr, never in the plain URL."""
+        parts = urlsplit(self.url)
+        if parts.password is not None:
+            if self.password is None:
+                self.password = SecretStr(unquote(parts.password))
+            self.url = self.redacted_url().replace(":***@", "@")
+        return self
+
     @property
     def host(self) -> str:
         """Broker host name."""
@@ -111,6 +135,8 @@ class MqttSettings(BaseModel):
         """The URL without its password, for logs."""
         parts = urlsplit(self.url)
         netloc = parts.hostname or ""
+        if ":" in netloc:  # IPv6 literal
+            netloc = f"[{netloc}]"
         if parts.port:
             netloc = f"{netloc}:{parts.port}"
         if parts.username:
@@ -118,7 +144,7 @@ class MqttSettings(BaseModel):
         return f"{parts.scheme}://{netloc}"
 
 
-class InfluxSettings(BaseModel):
+class InfluxSettings(_Section):
     """The InfluxDB the points go to: v1 (``/write``) or v2 (influxdb-client)."""
 
     url: str = "http://127.0.0.1:8086"
@@ -144,7 +170,7 @@ class InfluxSettings(BaseModel):
         return value.rstrip("/")
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     """What the decoder accepts."""
 
     max_payload_bytes: int = Field(default=64 * 1024, ge=64)
@@ -156,7 +182,7 @@ class IngestSettings(BaseModel):
     )
 
 
-class WriterSettings(BaseModel):
+class WriterSettings(_Section):
     """How lines are batched and written."""
 
     batch_size: int = Field(default=5000, ge=1)
@@ -169,7 +195,7 @@ class WriterSettings(BaseModel):
     retry_max_s: float = Field(default=5.0, gt=0)
 
 
-class SpoolSettings(BaseModel):
+class SpoolSettings(_Section):
     """The on-disk spool used while InfluxDB is unreachable."""
 
     directory: Path = Path("var/spool")
@@ -177,7 +203,7 @@ class SpoolSettings(BaseModel):
     segment_bytes: int = Field(default=64 * 2**20, ge=2**16)
 
 
-class DeadLetterSettings(BaseModel):
+class DeadLetterSettings(_Section):
     """Where rejected messages are kept."""
 
     path: Path = Path("var/deadletter.jsonl")
@@ -188,7 +214,7 @@ class DeadLetterSettings(BaseModel):
     )
 
 
-class HttpSettings(BaseModel):
+class HttpSettings(_Section):
     """The /healthz and /metrics endpoint."""
 
     host: str = "127.0.0.1"

@@ -52,10 +52,11 @@ class DeadLetterFile:
             "payload_bytes": len(payload),
             "truncated": truncated,
         }
-        try:
-            record["payload"] = body.decode("utf-8")
-        except UnicodeDecodeError:
+        text = _utf8_prefix(body, truncated)
+        if text is None:
             record["payload_base64"] = base64.b64encode(body).decode("ascii")
+        else:
+            record["payload"] = text
         return record
 
     def write(self, letters: Iterable[DeadLetter]) -> int:
@@ -77,6 +78,17 @@ class DeadLetterFile:
             if older.exists():
                 older.replace(self._path.with_name(f"{self._path.name}.{index + 1}"))
         self._path.replace(self._path.with_name(f"{self._path.name}.1"))
+
+
+def _utf8_prefix(body: bytes, truncated: bool) -> str | None:
+    """``body`` as text, or None if it is not UTF-8. A cut may split the last character (up to
+    3 bytes of a 4-byte sequence): those bytes are dropped rather than calling the text binary."""
+    for cut in range(4 if truncated else 1):
+        try:
+            return body[: len(body) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 async def run_dead_letters(

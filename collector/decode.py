@@ -34,6 +34,8 @@ STATUS_MEASUREMENT: Final = "device_status"
 _TAG_NAMES: Final = {"connector_id": "connector"}
 log = logging.getLogger(__name__)
 
+MAX_FIELD_NAME: Final = 128
+
 _STATUS_WORDS: Final = {b"online": True, b"offline": False, b"true": True, b"false": False}
 
 
@@ -113,10 +115,16 @@ class Decoder:
     def _take_extras(self, extra: dict[str, object], fields: dict[str, FieldValue]) -> str | None:
         """Keep finite numeric and boolean extras (numbers as float); None, or why to reject."""
         for name, value in extra.items():
-            if isinstance(value, bool):
+            if not _valid_field_name(name):
+                # Line protocol cannot carry it (empty, control characters, backslash).
+                self._metrics.fields_dropped.labels("invalid_field_name").inc()
+            elif isinstance(value, bool):
                 fields[name] = value
             elif isinstance(value, int | float):
-                number = float(value)
+                try:
+                    number = float(value)
+                except OverflowError:  # an integer beyond the float range
+                    number = math.inf
                 if not math.isfinite(number):
                     return f"field {name[:40]!r} is not a finite number"
                 fields[name] = number
@@ -176,6 +184,10 @@ class Decoder:
         return DeadLetter(raw.topic, raw.payload, reason, detail, raw.received_at, raw.ticket)
 
 
+def _valid_field_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_FIELD_NAME and name.isprintable() and "\\" not in name
+
+
 async def run_decoder(
     decoder: Decoder,
     inbox: asyncio.Queue[RawMessage],
@@ -187,7 +199,18 @@ async def run_decoder(
     reader: back-pressure reaches the broker, which holds the unacked QoS 1 messages."""
     while True:
         raw = await inbox.get()
-        result = decoder.decode(raw)
+        try:
+            result = decoder.decode(raw)
+        except Exception as exc:  # a decoder bug must cost one message, not the collector
+            log.exception("decoder failed on a message from %r", raw.topic[:200])
+            result = DeadLetter(
+                raw.topic,
+                raw.payload,
+                Reason.INVALID_PAYLOAD,
+                f"decoder error: {exc!r}",
+                raw.received_at,
+                raw.ticket,
+            )
         if isinstance(result, Point):
             for observe in observers:
                 try:

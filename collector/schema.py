@@ -93,6 +93,9 @@ def _to_epoch_ms(value: Any) -> Any:
     return value
 
 
+INT64_MAX: Final = 2**63 - 1
+"""InfluxDB integers are signed 64-bit."""
+
 EpochMillis = Annotated[int, BeforeValidator(_to_epoch_ms), Field(ge=0, lt=10**14)]
 """Epoch milliseconds; bounded so a seconds-or-microseconds mix-up is a validation error."""
 
@@ -151,8 +154,10 @@ class SiteTelemetry(Telemetry):
     energy_kwh: float | None = Field(default=None, description="Cumulative counter.")
     traffic_gb: float | None = Field(default=None, description="Cumulative data volume counter.")
     prb_util_pct: float | None = None
-    active_ues: int | None = Field(default=None, ge=0)
-    sleep_level: int | None = Field(default=None, ge=0, description="0 = none; deeper is higher.")
+    active_ues: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    sleep_level: int | None = Field(
+        default=None, ge=0, le=INT64_MAX, description="0 = none; deeper is higher."
+    )
     on_battery: bool | None = Field(default=None, description="True when mains power is lost.")
     cabinet_temp_c: float | None = None
 

@@ -84,13 +84,16 @@ class Writer:
         self._flush_now = asyncio.Event()
         self._spool_space = asyncio.Event()
         self._spool_full = False
+        self._waiting: asyncio.Timeout | None = None
         self.batches: asyncio.Queue[Batch] = asyncio.Queue(settings.max_concurrent_writes)
 
     # -- batching --------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Cut the current batch now (shutdown)."""
+        """Cut the current batch now (shutdown), even if the batcher is waiting for points."""
         self._flush_now.set()
+        if self._waiting is not None:
+            self._waiting.reschedule(asyncio.get_running_loop().time())
 
     async def run_batcher(self, points: asyncio.Queue[Point]) -> None:
         """Cut ``points`` into batches by size and by time."""
@@ -107,10 +110,12 @@ class Writer:
                 if remaining <= 0:
                     break
                 try:
-                    async with asyncio.timeout(remaining):
+                    async with asyncio.timeout(remaining) as self._waiting:
                         batch.append(await points.get())
                 except TimeoutError:
                     break
+                finally:
+                    self._waiting = None
             await self.batches.put(Batch(batch))
             for _ in batch:
                 points.task_done()
@@ -129,28 +134,30 @@ class Writer:
                 self.batches.task_done()
 
     async def _deliver(self, batch: Batch) -> None:
-        body = batch.body()
-        spool = self._spool
-        if spool is None or spool.empty():
-            try:
-                rejected = await self._write_isolating(batch.points, self._retrying())
-            except SinkUnavailable as exc:
-                if spool is None:
-                    rejected = await self._write_isolating(batch.points, self._retrying(None))
-                else:
-                    log.warning(
-                        "database unavailable, spooling %d lines: %s", len(batch.points), exc
-                    )
-                    await self._append_to_spool(body)
-                    rejected = []
-        else:
-            await self._append_to_spool(body)
-            rejected = []
-        good = len(batch.points) - len(rejected)
-        self._metrics.points_written.inc(good)
+        rejected, spooled = await self._write_or_spool(batch)
+        if not spooled:  # spooled points are counted when the replayer writes them
+            self._metrics.points_written.inc(len(batch.points) - len(rejected))
         await self._dead_letter(rejected)
         bad_tickets = {point.ticket for point, _ in rejected}
         self._settle(point.ticket for point in batch.points if point.ticket not in bad_tickets)
+
+    async def _write_or_spool(self, batch: Batch) -> tuple[list[tuple[Point, str]], bool]:
+        """Write the batch, or spool it; return the rejected points and whether it was spooled."""
+        spool = self._spool
+        if spool is not None and not spool.empty():
+            # Older data waits in the spool: queue behind it so each series stays in order.
+            await self._append_to_spool(batch.body())
+            return [], True
+        try:
+            return await self._write_isolating(batch.points, self._retrying()), False
+        except SinkUnavailable as exc:
+            if spool is None:
+                # No spool: retry until the database is back; nothing is acked meanwhile, so
+                # the broker keeps holding the data.
+                return await self._write_isolating(batch.points, self._retrying(None)), False
+            log.warning("database unavailable, spooling %d lines: %s", len(batch.points), exc)
+            await self._append_to_spool(batch.body())
+            return [], True
 
     async def _append_to_spool(self, body: bytes) -> None:
         assert self._spool is not None

@@ -6,10 +6,11 @@ import gzip
 import logging
 
 import aiohttp
+import orjson
 
 from collector.adapters.httpstatus import error_for_status
 from collector.config import InfluxSettings
-from collector.errors import SinkError, SinkUnavailable
+from collector.errors import SinkError, SinkRejected, SinkUnavailable
 
 __all__ = ["InfluxV1Sink"]
 
@@ -65,11 +66,20 @@ class InfluxV1Sink:
         session = self._require_session()
         try:
             async with session.post("/query", data={"q": influxql}) as response:
+                # Read the body: InfluxDB 1.x sends the status line before the statement has
+                # run, and reports statement errors inside a 200 answer.
+                text = await response.text()
                 if response.status >= 300:
-                    text = await response.text()
                     raise error_for_status(response.status, text, response.headers, self.name)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SinkUnavailable(f"{self.name}: {exc!r}", target=self.name) from exc
+        try:
+            results = orjson.loads(text).get("results", [])
+        except (orjson.JSONDecodeError, AttributeError):
+            results = []
+        errors = [r["error"] for r in results if isinstance(r, dict) and "error" in r]
+        if errors:
+            raise SinkRejected(f"{self.name}: {influxql[:80]}: {errors[0]}", target=self.name)
 
     async def write(self, body: bytes) -> None:
         """Write lines; raise ``SinkUnavailable`` or ``SinkRejected``."""

@@ -32,7 +32,9 @@ def good_messages(prefix: str, base_ms: int) -> list[tuple[str, bytes]]:
         for i in range(PER_KIND):
             device = f"{kind}-{i % DEVICES}"
             payload = {"ts": base_ms - i * 1000, **fields, "seq": i}
-            messages.append((f"{prefix}/caohejing/{kind}/{device}/telemetry", orjson.dumps(payload)))
+            messages.append(
+                (f"{prefix}/caohejing/{kind}/{device}/telemetry", orjson.dumps(payload))
+            )
     return messages
 
 
@@ -91,7 +93,7 @@ async def test_every_good_message_becomes_exactly_one_point_and_every_bad_one_a_
     await running
 
     for kind, fields in KIND_FIELDS.items():
-        rows = influxdb.query(influx_database, f'SELECT * FROM "{kind}"')
+        rows = influxdb.query(influx_database, f'SELECT * FROM "{kind}"')  # noqa: S608 - test's own names
         assert len(rows) == PER_KIND, kind
         assert {row["device"] for row in rows} == {f"{kind}-{d}" for d in range(DEVICES)}
         assert {row["park"] for row in rows} == {"caohejing"}
@@ -103,9 +105,9 @@ async def test_every_good_message_becomes_exactly_one_point_and_every_bad_one_a_
                 assert newest["connector"] == str(value)
             else:
                 assert newest[name] == value, (kind, name)
-    assert sorted(row["seq"] for row in influxdb.query(influx_database, "SELECT * FROM storage")) == [
-        float(i) for i in range(PER_KIND)
-    ]
+    assert sorted(
+        row["seq"] for row in influxdb.query(influx_database, "SELECT * FROM storage")
+    ) == [float(i) for i in range(PER_KIND)]
 
     records = [orjson.loads(line) for line in dead_path.read_bytes().splitlines()]
     assert Counter(record["reason"] for record in records) == Counter(reason for *_, reason in bad)

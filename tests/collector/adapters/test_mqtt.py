@@ -97,7 +97,7 @@ async def test_a_full_inbox_pauses_reading_and_nothing_is_lost(
         await until(inbox.full, what="inbox full")
         # Reading stopped: at most one message beyond the inbox waits in the overflow.
         assert source.tracker.in_flight <= inbox.maxsize + 1
-        got = []
+        got: list[RawMessage] = []
         while len(got) < 60:
             message = await take(inbox, 1)
             got += message
@@ -113,7 +113,7 @@ async def test_username_and_password(mosquitto_auth: Mosquitto, topic_prefix: st
         inbox,
         Metrics(),
     )
-    with pytest.raises(SourceError, match="refused|Not authorized|disconnected"):
+    with pytest.raises(SourceError, match=r"refused|Not authorized|disconnected"):
         await wrong.connect_once()
     await wrong.disconnect()
 
@@ -165,7 +165,7 @@ async def test_untrusted_certificate_is_refused(
 ) -> None:
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
     source = MqttSource(settings_for(mosquitto_tls, topic_prefix), inbox, Metrics())
-    with pytest.raises(SourceError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+    with pytest.raises(SourceError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
         await source.connect_once()
     del source
     gc.collect()

@@ -1,0 +1,299 @@
+"""Configuration: environment, TOML/YAML files and keyword arguments, their priority, validation
+errors that name the setting, and secrets that never show."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from collector.config import MqttSettings, Settings, load_settings
+from collector.errors import ConfigError
+
+TOKEN = "s3cr3t-token-value"
+PASSWORD = "hunter2-mqtt-pass"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start each test without any PARKWATCH_ variable the runner's environment may hold."""
+    for name in list(os.environ):
+        if name.upper().startswith("PARKWATCH_"):
+            monkeypatch.delenv(name)
+
+
+def write(path: Path, text: str) -> Path:
+    """Write a config file and return its path."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- sources ---------------------------------------------------------------------------------------
+
+
+def test_defaults_apply_without_file_environment_or_arguments() -> None:
+    settings = load_settings()
+    assert settings.mqtt.url == "mqtt://127.0.0.1:1883"
+    assert settings.influx.api == "v1"
+    assert settings.writer.batch_size == 5000
+    assert settings.log_level == "INFO"
+
+
+def test_environment_variables_use_the_prefix_and_double_underscore_nesting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PARKWATCH_MQTT__URL", "mqtt://broker.example:1999")
+    monkeypatch.setenv("PARKWATCH_WRITER__BATCH_SIZE", "250")
+    monkeypatch.setenv("PARKWATCH_INFLUX__GZIP", "false")
+    monkeypatch.setenv("PARKWATCH_LOG_LEVEL", "DEBUG")
+    settings = load_settings()
+    assert settings.mqtt.url == "mqtt://broker.example:1999"
+    assert settings.mqtt.port == 1999
+    assert settings.writer.batch_size == 250
+    assert settings.influx.gzip is False
+    assert settings.log_level == "DEBUG"
+
+
+def test_environment_variables_without_the_prefix_are_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WRITER__BATCH_SIZE", "7")
+    monkeypatch.setenv("LOG_LEVEL", "ERROR")
+    settings = load_settings()
+    assert settings.writer.batch_size == 5000
+    assert settings.log_level == "INFO"
+
+
+def test_a_whole_subsystem_can_be_given_as_json_in_one_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PARKWATCH_INFLUX", '{"url": "http://db.example:8086", "database": "x"}')
+    settings = load_settings()
+    assert settings.influx.url == "http://db.example:8086"
+    assert settings.influx.database == "x"
+
+
+def test_a_toml_file_is_read(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "parkwatch.toml",
+        '[mqtt]\nurl = "mqtts://broker:8884"\ntopic_prefix = "site-a"\n'
+        "[writer]\nbatch_size = 100\nflush_interval_s = 0.5\n",
+    )
+    settings = load_settings(path)
+    assert settings.mqtt.url == "mqtts://broker:8884"
+    assert settings.mqtt.tls is True
+    assert settings.mqtt.topic_prefix == "site-a"
+    assert settings.writer.batch_size == 100
+    assert settings.writer.flush_interval_s == 0.5
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
+def test_a_yaml_file_is_read(tmp_path: Path, suffix: str) -> None:
+    path = write(
+        tmp_path / f"parkwatch{suffix}",
+        "influx:\n  url: http://db:8086/\n  database: parks\nspool:\n  directory: /data/spool\n",
+    )
+    settings = load_settings(path)
+    assert settings.influx.url == "http://db:8086"  # the trailing slash is trimmed
+    assert settings.influx.database == "parks"
+    assert settings.spool.directory == Path("/data/spool")
+
+
+def test_an_empty_yaml_file_means_all_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path / "empty.yaml", ""))
+    assert settings.model_dump() == load_settings().model_dump()
+
+
+# -- priority --------------------------------------------------------------------------------------
+
+
+def test_priority_is_arguments_then_environment_then_file_then_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(
+        tmp_path / "parkwatch.toml",
+        '[mqtt]\nclient_id = "from-file"\ntopic_prefix = "file-prefix"\nkeepalive_s = 50\n',
+    )
+    monkeypatch.setenv("PARKWATCH_MQTT__CLIENT_ID", "from-env")
+    monkeypatch.setenv("PARKWATCH_MQTT__TOPIC_PREFIX", "env-prefix")
+    settings = load_settings(path, mqtt={"client_id": "from-arguments"})
+    assert settings.mqtt.client_id == "from-arguments"  # arguments beat env and file
+    assert settings.mqtt.topic_prefix == "env-prefix"  # env beats file
+    assert settings.mqtt.keepalive_s == 50  # file beats default
+    assert settings.mqtt.receive_maximum == 8192  # default where nobody says otherwise
+
+
+def test_nested_sources_merge_field_by_field_rather_than_replacing_the_subsystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path / "c.yaml", "writer:\n  batch_size: 10\n  retry_max_attempts: 9\n")
+    monkeypatch.setenv("PARKWATCH_WRITER__FLUSH_INTERVAL_S", "0.25")
+    settings = load_settings(path, writer={"max_concurrent_writes": 3})
+    assert settings.writer.batch_size == 10
+    assert settings.writer.retry_max_attempts == 9
+    assert settings.writer.flush_interval_s == 0.25
+    assert settings.writer.max_concurrent_writes == 3
+
+
+# -- validation errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "setting"),
+    [
+        ("PARKWATCH_MQTT__KEEPALIVE_S", "soon", "mqtt.keepalive_s"),
+        ("PARKWATCH_MQTT__KEEPALIVE_S", "1", "mqtt.keepalive_s"),
+        ("PARKWATCH_MQTT__URL", "http://broker:1883", "mqtt.url"),
+        ("PARKWATCH_MQTT__PROTOCOL", "4", "mqtt.protocol"),
+        ("PARKWATCH_INFLUX__URL", "db:8086", "influx.url"),
+        ("PARKWATCH_INFLUX__API", "v3", "influx.api"),
+        ("PARKWATCH_WRITER__BATCH_SIZE", "0", "writer.batch_size"),
+        ("PARKWATCH_HTTP__PORT", "70000", "http.port"),
+        ("PARKWATCH_LOG_LEVEL", "LOUD", "log_level"),
+    ],
+)
+def test_an_invalid_environment_value_is_a_config_error_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, setting: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=rf"\b{setting}:"):
+        load_settings()
+
+
+def test_an_invalid_file_value_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", "[deadletter]\nbackups = 0\n")
+    with pytest.raises(ConfigError, match=r"deadletter\.backups:"):
+        load_settings(path)
+
+
+def test_an_unknown_top_level_setting_in_a_file_is_a_config_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path / "c.yaml", "mqtt:\n  url: mqtt://broker\nwriterr:\n  batch_size: 5\n")
+    with pytest.raises(ConfigError, match=r"writerr:"):
+        load_settings(path)
+
+
+def test_an_invalid_argument_is_a_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"spool\.max_bytes:"):
+        load_settings(spool={"max_bytes": 10})
+
+
+def test_every_invalid_setting_is_listed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARKWATCH_WRITER__BATCH_SIZE", "-1")
+    monkeypatch.setenv("PARKWATCH_HTTP__PORT", "-1")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "writer.batch_size" in str(caught.value)
+    assert "http.port" in str(caught.value)
+
+
+def test_influx_v2_without_a_token_is_a_config_error_naming_the_token() -> None:
+    with pytest.raises(ConfigError, match=r"influx\.token is required"):
+        load_settings(influx={"api": "v2"})
+
+
+def test_influx_v2_with_a_token_from_the_environment_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PARKWATCH_INFLUX__API", "v2")
+    monkeypatch.setenv("PARKWATCH_INFLUX__TOKEN", TOKEN)
+    settings = load_settings()
+    assert settings.influx.token is not None
+    assert settings.influx.token.get_secret_value() == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("c.toml", "[mqtt\nurl = 1", "does not parse"),
+        ("c.yaml", "mqtt: [unclosed", "does not parse"),
+        ("c.yaml", "- just\n- a list\n", "must hold a mapping"),
+    ],
+)
+def test_a_broken_config_file_is_a_config_error_naming_the_file(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = write(tmp_path / name, text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+# -- MQTT URL and credentials --------------------------------------------------------------------
+
+
+def test_mqtt_url_credentials_are_parsed_and_percent_decoded() -> None:
+    mqtt = MqttSettings(url="mqtt://site%40a:p%40ss%3Aword@broker:1884")
+    assert mqtt.credentials() == ("site@a", "p@ss:word")
+    assert (mqtt.host, mqtt.port, mqtt.tls) == ("broker", 1884, False)
+
+
+def test_explicit_username_and_password_win_over_the_url() -> None:
+    mqtt = MqttSettings(url="mqtt://u:p@broker", username="other", password=PASSWORD)  # type: ignore[arg-type]
+    assert mqtt.credentials() == ("other", PASSWORD)
+
+
+def test_no_username_anywhere_means_no_credentials() -> None:
+    assert MqttSettings(url="mqtt://broker").credentials() is None
+
+
+def test_mqtts_defaults_to_port_8883_and_mqtt_to_1883() -> None:
+    assert MqttSettings(url="mqtts://broker").port == 8883
+    assert MqttSettings(url="mqtt://broker").port == 1883
+
+
+def test_redacted_url_hides_the_password_but_keeps_user_host_and_port() -> None:
+    mqtt = MqttSettings(url=f"mqtts://collector:{PASSWORD}@broker.example:8884")
+    assert mqtt.redacted_url() == "mqtts://collector:***@broker.example:8884"
+    assert PASSWORD not in mqtt.redacted_url()
+
+
+def test_redacted_url_without_credentials_is_the_plain_url() -> None:
+    assert MqttSettings(url="mqtt://broker:1883").redacted_url() == "mqtt://broker:1883"
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+
+def test_secret_settings_never_show_in_repr_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARKWATCH_INFLUX__TOKEN", TOKEN)
+    monkeypatch.setenv("PARKWATCH_INFLUX__PASSWORD", "influx-" + PASSWORD)
+    monkeypatch.setenv("PARKWATCH_MQTT__PASSWORD", PASSWORD)
+    settings = load_settings(influx={"api": "v2"}, mqtt={"username": "collector"})
+    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.influx)):
+        assert TOKEN not in text
+        assert PASSWORD not in text
+    assert settings.mqtt.credentials() == ("collector", PASSWORD)
+    assert settings.influx.token is not None
+    assert settings.influx.token.get_secret_value() == TOKEN
+
+
+def test_settings_class_reads_the_environment_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARKWATCH_HTTP__PORT", "0")
+    assert Settings().http.port == 0
+
+
+# -- known bugs ------------------------------------------------------------------------------------
+
+
+def test_a_password_in_the_mqtt_url_never_shows_in_repr_or_json() -> None:
+    settings = load_settings(mqtt={"url": f"mqtt://collector:{PASSWORD}@broker:1883"})
+    assert PASSWORD not in repr(settings)
+    assert PASSWORD not in settings.model_dump_json()
+
+
+def test_redacted_url_keeps_the_brackets_of_an_ipv6_host() -> None:
+    assert MqttSettings(url="mqtt://[::1]:1883").redacted_url() == "mqtt://[::1]:1883"
+
+
+def test_an_unknown_nested_setting_in_a_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "writer:\n  batch_sise: 10\n")
+    with pytest.raises(ConfigError, match=r"writer\.batch_sise:"):
+        load_settings(path)

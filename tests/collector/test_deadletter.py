@@ -1,0 +1,245 @@
+"""Dead-letter file: the record written per rejected message, rotation by size, and the stage
+loop that writes, counts and only then settles the messages' acks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from collector.config import DeadLetterSettings
+from collector.deadletter import DeadLetterFile, run_dead_letters
+from collector.messages import DeadLetter, Reason
+from collector.metrics import Metrics
+
+RECEIVED_AT = 1_700_000_000.5
+TOPIC = "parks/caohejing/microgrid/meter-1/telemetry"
+
+
+def letter(
+    payload: bytes = b'{"ts": 1}',
+    *,
+    reason: str = Reason.INVALID_PAYLOAD,
+    ticket: int = 1,
+    topic: str = TOPIC,
+) -> DeadLetter:
+    """A dead letter with sensible defaults."""
+    return DeadLetter(
+        topic, payload, reason, "pv_kw: Input should be a number", RECEIVED_AT, ticket
+    )
+
+
+def dead_letter_file(tmp_path: Path, **settings: Any) -> DeadLetterFile:
+    """A dead-letter file in ``tmp_path``."""
+    return DeadLetterFile(DeadLetterSettings(path=tmp_path / "dl" / "dead.jsonl", **settings))
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every JSON record in a dead-letter file."""
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+class Settled:
+    """A settle callback that records every ticket it is given, in order."""
+
+    def __init__(self) -> None:
+        self.tickets: list[int] = []
+
+    def __call__(self, tickets: Iterable[int]) -> None:
+        self.tickets.extend(tickets)
+
+
+# -- the record ------------------------------------------------------------------------------------
+
+
+def test_a_record_holds_topic_reason_detail_time_and_the_payload_text(tmp_path: Path) -> None:
+    sink = dead_letter_file(tmp_path)
+    record = sink.record(letter(b'{"ts": 1, "pv_kw": "x"}', reason=Reason.INVALID_PAYLOAD))
+    assert record == {
+        "received_at": "2023-11-14T22:13:20.500000+00:00",
+        "topic": TOPIC,
+        "reason": "invalid_payload",
+        "detail": "pv_kw: Input should be a number",
+        "payload_bytes": 23,
+        "truncated": False,
+        "payload": '{"ts": 1, "pv_kw": "x"}',
+    }
+    assert datetime.fromisoformat(record["received_at"]).timestamp() == RECEIVED_AT
+
+
+def test_non_ascii_utf8_payloads_are_kept_as_text(tmp_path: Path) -> None:
+    payload = '{"site": "漕河泾 🔋"}'.encode()
+    record = dead_letter_file(tmp_path).record(letter(payload))
+    assert record["payload"] == '{"site": "漕河泾 🔋"}'
+    assert record["payload_bytes"] == len(payload)
+    assert "payload_base64" not in record
+
+
+def test_non_utf8_payloads_are_stored_as_base64(tmp_path: Path) -> None:
+    payload = b"\xff\xfe\x00binary\x80"
+    record = dead_letter_file(tmp_path).record(letter(payload, reason=Reason.INVALID_JSON))
+    assert "payload" not in record
+    assert base64.b64decode(record["payload_base64"]) == payload
+    assert record["truncated"] is False
+
+
+def test_long_payloads_are_truncated_and_say_so_with_their_full_size(tmp_path: Path) -> None:
+    payload = b"x" * 1000
+    record = dead_letter_file(tmp_path, max_payload_chars=100).record(
+        letter(payload, reason=Reason.TOO_LARGE)
+    )
+    assert record["payload"] == "x" * 100
+    assert record["truncated"] is True
+    assert record["payload_bytes"] == 1000
+
+
+def test_a_payload_exactly_at_the_limit_is_not_truncated(tmp_path: Path) -> None:
+    record = dead_letter_file(tmp_path, max_payload_chars=100).record(letter(b"y" * 100))
+    assert record["payload"] == "y" * 100
+    assert record["truncated"] is False
+
+
+def test_long_binary_payloads_are_truncated_before_base64(tmp_path: Path) -> None:
+    payload = bytes(range(255, -1, -1)) * 4  # starts with bytes that are never UTF-8
+    record = dead_letter_file(tmp_path, max_payload_chars=64).record(letter(payload))
+    assert base64.b64decode(record["payload_base64"]) == payload[:64]
+    assert record["truncated"] is True
+    assert record["payload_bytes"] == 1024
+
+
+def test_written_records_are_one_json_object_per_line_appended_in_order(tmp_path: Path) -> None:
+    sink = dead_letter_file(tmp_path)
+    sink.write([letter(b"a\nb", ticket=1), letter(b"c", ticket=2)])
+    written = sink.write([letter(b"d", reason=Reason.CLOCK_SKEW, ticket=3)])
+    assert written > 0
+    records = read_records(sink.path)
+    assert [r["payload"] for r in records] == ["a\nb", "c", "d"]  # a newline stays inside JSON
+    assert [r["reason"] for r in records] == ["invalid_payload", "invalid_payload", "clock_skew"]
+    assert len(sink.path.read_bytes().splitlines()) == 3
+
+
+def test_write_returns_the_bytes_it_appended(tmp_path: Path) -> None:
+    sink = dead_letter_file(tmp_path)
+    first = sink.write([letter()])
+    second = sink.write([letter(), letter()])
+    assert sink.path.stat().st_size == first + second
+    assert second == 2 * first
+
+
+# -- rotation --------------------------------------------------------------------------------------
+
+
+def test_the_file_rotates_once_it_reaches_max_bytes(tmp_path: Path) -> None:
+    sink = dead_letter_file(tmp_path, max_bytes=4096, backups=3)
+    one = len(orjson.dumps(sink.record(letter(b"p" * 1000)))) + 1
+    per_file = -(-4096 // one)  # a file rotates with the write that reaches the limit
+    sink.write([letter(b"p" * 1000, ticket=n) for n in range(per_file)])
+    assert not sink.path.exists()
+    rotated = sink.path.with_name("dead.jsonl.1")
+    assert len(read_records(rotated)) == per_file
+
+    sink.write([letter(b"q" * 10)])
+    assert [r["payload"] for r in read_records(sink.path)] == ["q" * 10]
+
+
+def test_rotation_keeps_only_the_configured_number_of_backups(tmp_path: Path) -> None:
+    sink = dead_letter_file(tmp_path, max_bytes=4096, backups=2, max_payload_chars=8192)
+    big = b"z" * 5000  # every write alone exceeds max_bytes, so every write rotates
+    for generation in range(5):
+        sink.write([letter(big + str(generation).encode())])
+    directory = sink.path.parent
+    assert sorted(p.name for p in directory.iterdir()) == ["dead.jsonl.1", "dead.jsonl.2"]
+
+    def generation_of(name: str) -> str:
+        payload: str = read_records(directory / name)[0]["payload"]
+        return payload[-1]
+
+    # The newest rotated file is .1, the one before it .2; the three oldest are gone.
+    assert generation_of("dead.jsonl.1") == "4"
+    assert generation_of("dead.jsonl.2") == "3"
+
+
+def test_one_backup_is_kept_when_backups_is_one(tmp_path: Path) -> None:
+    sink = dead_letter_file(tmp_path, max_bytes=4096, backups=1, max_payload_chars=8192)
+    for generation in range(3):
+        sink.write([letter(b"w" * 5000 + str(generation).encode())])
+    assert sorted(p.name for p in sink.path.parent.iterdir()) == ["dead.jsonl.1"]
+    assert read_records(sink.path.with_name("dead.jsonl.1"))[0]["payload"].endswith("2")
+
+
+# -- the stage loop --------------------------------------------------------------------------------
+
+
+async def test_run_dead_letters_writes_counts_by_reason_and_settles_every_ticket(
+    tmp_path: Path,
+) -> None:
+    sink = dead_letter_file(tmp_path)
+    metrics = Metrics()
+    settled = Settled()
+    inbox: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    letters = [
+        letter(b"1", reason=Reason.INVALID_JSON, ticket=10),
+        letter(b"2", reason=Reason.CLOCK_SKEW, ticket=11),
+        letter(b"3", reason=Reason.INVALID_JSON, ticket=12),
+        letter(b"4", reason=Reason.REJECTED_BY_SINK, ticket=13),
+    ]
+    for item in letters:
+        inbox.put_nowait(item)
+    stage = asyncio.create_task(run_dead_letters(sink, inbox, settled, metrics))
+    try:
+        await asyncio.wait_for(inbox.join(), timeout=10)
+    finally:
+        stage.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stage
+
+    assert sorted(settled.tickets) == [10, 11, 12, 13]
+    assert [r["payload"] for r in read_records(sink.path)] == ["1", "2", "3", "4"]
+
+    def count(reason: str) -> float | None:
+        return metrics.registry.get_sample_value("parkwatch_dead_letters_total", {"reason": reason})
+
+    assert count(Reason.INVALID_JSON) == 2
+    assert count(Reason.CLOCK_SKEW) == 1
+    assert count(Reason.REJECTED_BY_SINK) == 1
+    assert count(Reason.TOO_LARGE) == 0
+
+
+async def test_run_dead_letters_settles_only_after_the_record_is_on_disk(tmp_path: Path) -> None:
+    sink = dead_letter_file(tmp_path)
+    seen_on_disk: list[list[str]] = []
+
+    def settle(tickets: Iterable[int]) -> None:
+        # What the file holds at the moment the acks are released.
+        seen_on_disk.append([r["payload"] for r in read_records(sink.path)])
+        list(tickets)
+
+    inbox: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    stage = asyncio.create_task(run_dead_letters(sink, inbox, settle, Metrics()))
+    try:
+        await inbox.put(letter(b"first", ticket=1))
+        await asyncio.wait_for(inbox.join(), timeout=10)
+        await inbox.put(letter(b"second", ticket=2))
+        await asyncio.wait_for(inbox.join(), timeout=10)
+    finally:
+        stage.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stage
+    assert seen_on_disk == [["first"], ["first", "second"]]
+
+
+# -- known bugs ------------------------------------------------------------------------------------
+
+
+def test_a_truncated_utf8_payload_is_still_stored_as_text(tmp_path: Path) -> None:
+    payload = "€".encode() * 100  # 3 bytes per character: 64 bytes end inside one
+    record = dead_letter_file(tmp_path, max_payload_chars=64).record(letter(payload))
+    assert record["truncated"] is True
+    assert "payload" in record
+    assert "€".startswith(record["payload"][:1])

@@ -1,0 +1,489 @@
+"""Writer: batching by size and time, retries, bad-line isolation, and the spool that keeps
+batches (and order) while the database is down, against a scripted fake ``Sink`` and a real
+``Spool`` on disk. Retry waits are recorded by a fake sleep, never measured."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from tenacity import AsyncRetrying
+
+from collector.config import DeadLetterSettings, WriterSettings
+from collector.deadletter import DeadLetterFile, run_dead_letters
+from collector.errors import SinkRejected, SinkUnavailable
+from collector.messages import DeadLetter, Point, Reason
+from collector.metrics import Metrics
+from collector.sink import Sink
+from collector.spool import Spool
+from collector.writer import NO_TICKET, Batch, Writer
+from tests.helpers import until
+
+BASE_MS = 1_700_000_000_000
+WAIT = 10.0  # seconds to wait for any one event
+
+
+class FakeSink:
+    """A ``Sink`` whose answers are scripted: queued failures first, then down or up."""
+
+    name = "fake-sink"
+
+    def __init__(self, *, rejects: Callable[[str], bool] = lambda line: False) -> None:
+        self.failures: list[Exception] = []
+        """Raised by the next writes, one each, before anything else is considered."""
+        self.down = False
+        """While true, every write raises ``SinkUnavailable``."""
+        self.rejects = rejects
+        """A body holding any line this accepts is refused with HTTP 400 (and nothing stored)."""
+        self.attempts = 0
+        self.written: list[bytes] = []
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def write(self, body: bytes) -> None:
+        """Follow the script; store the body when it is accepted."""
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        if self.down:
+            raise SinkUnavailable("fake sink is down", status=503, target=self.name)
+        if any(self.rejects(line) for line in body.decode().split("\n")):
+            raise SinkRejected("fake sink: HTTP 400: bad line", status=400, target=self.name)
+        self.written.append(body)
+
+    async def ping(self) -> bool:
+        """Up unless scripted down."""
+        return not self.down
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    @property
+    def lines(self) -> list[str]:
+        """Every line stored, in order."""
+        return [line for body in self.written for line in body.decode().split("\n")]
+
+
+class Settled:
+    """The writer's settle callback: records each ticket it is given, in order."""
+
+    def __init__(self) -> None:
+        self.tickets: list[int] = []
+
+    def __call__(self, tickets: Iterable[int]) -> None:
+        self.tickets.extend(tickets)
+
+
+def make_points(count: int, *, start: int = 0, bad: Iterable[int] = ()) -> list[Point]:
+    """Points with ticket = index; those in ``bad`` carry a line the fake sink refuses."""
+    bad = set(bad)
+    points = []
+    for ticket in range(start, start + count):
+        measurement = "bad" if ticket in bad else "m"
+        line = f"{measurement},device=d-{ticket % 3},park=p v={ticket}i {BASE_MS + ticket}"
+        points.append(Point("p", measurement, f"d-{ticket % 3}", BASE_MS, {}, line, ticket))
+    return points
+
+
+def make_writer(
+    sink: Sink,
+    settled: Callable[[Iterable[int]], None],
+    *,
+    spool: Spool | None = None,
+    dead: asyncio.Queue[DeadLetter] | None = None,
+    metrics: Metrics | None = None,
+    **settings: Any,
+) -> Writer:
+    """A writer with fast retries (the fake sleep makes them instant anyway)."""
+    values: dict[str, Any] = {
+        "batch_size": 1000,
+        "flush_interval_s": 3600,
+        "max_concurrent_writes": 2,
+        "retry_max_attempts": 3,
+        "retry_initial_s": 0.01,
+        "retry_max_s": 1.0,
+        **settings,
+    }
+    return Writer(
+        WriterSettings(**values),
+        sink,
+        metrics or Metrics(),
+        settle=settled,
+        dead_letters=dead if dead is not None else asyncio.Queue(),
+        spool=spool,
+    )
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Make the writer's retry waits instant and record how long each would have been."""
+    recorded: list[float] = []
+    original = Writer._retrying
+
+    async def fake_sleep(seconds: float) -> None:
+        recorded.append(seconds)
+        await asyncio.sleep(0)  # still yield, as a real wait would
+
+    def retrying(self: Writer, attempts: int | None = -1) -> AsyncRetrying:
+        return original(self, attempts).copy(sleep=fake_sleep)
+
+    monkeypatch.setattr(Writer, "_retrying", retrying)
+    return recorded
+
+
+@contextlib.asynccontextmanager
+async def running(*stages: Coroutine[Any, Any, None]) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Run stage loops as tasks; cancel them on exit and re-raise anything they died of."""
+    tasks = [asyncio.create_task(stage) for stage in stages]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, asyncio.CancelledError
+            ):
+                raise outcome
+
+
+@pytest.fixture
+async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
+    """A real spool in a temp dir."""
+    async with Spool(tmp_path / "spool", max_bytes=2**20, segment_bytes=2**16) as opened:
+        yield opened
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    """A metric's current value (0 when never set)."""
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def body_of(points: list[Point]) -> bytes:
+    """The body a batch of these points is written as."""
+    return Batch(points).body()
+
+
+# -- batching --------------------------------------------------------------------------------------
+
+
+async def test_batches_are_cut_at_batch_size_in_arrival_order() -> None:
+    writer = make_writer(FakeSink(), Settled(), batch_size=3)
+    points: asyncio.Queue[Point] = asyncio.Queue()
+    for point in make_points(6):
+        points.put_nowait(point)
+    async with running(writer.run_batcher(points)):
+        first = await asyncio.wait_for(writer.batches.get(), WAIT)
+        second = await asyncio.wait_for(writer.batches.get(), WAIT)
+        await asyncio.wait_for(points.join(), WAIT)  # every point handed on is marked done
+    assert [p.ticket for p in first.points] == [0, 1, 2]
+    assert [p.ticket for p in second.points] == [3, 4, 5]
+
+
+async def test_a_partial_batch_is_cut_once_the_flush_interval_has_passed() -> None:
+    writer = make_writer(FakeSink(), Settled(), batch_size=100, flush_interval_s=0.05)
+    points: asyncio.Queue[Point] = asyncio.Queue()
+    first, second = make_points(2), make_points(3, start=2)
+    async with running(writer.run_batcher(points)):
+        for point in first:
+            points.put_nowait(point)
+        cut = await asyncio.wait_for(writer.batches.get(), WAIT)
+        for point in second:
+            points.put_nowait(point)
+        next_cut = await asyncio.wait_for(writer.batches.get(), WAIT)
+    assert cut.points == first  # far below batch_size: only the interval can have cut it
+    assert next_cut.points == second
+
+
+async def test_a_full_batch_queue_blocks_the_batcher_so_points_wait_unconsumed() -> None:
+    writer = make_writer(FakeSink(), Settled(), batch_size=1, max_concurrent_writes=1)
+    points: asyncio.Queue[Point] = asyncio.Queue()
+    for point in make_points(4):
+        points.put_nowait(point)
+    async with running(writer.run_batcher(points)) as (batcher,):
+        # One batch queued, one in the batcher's hands blocked on the full queue, two waiting.
+        await until(lambda: points.qsize() == 2, what="batcher blocked", alive=batcher)
+        assert writer.batches.full()
+        assert [p.ticket for p in (await writer.batches.get()).points] == [0]
+        await until(lambda: points.qsize() == 1, what="batcher moved on", alive=batcher)
+
+
+# -- delivery --------------------------------------------------------------------------------------
+
+
+async def test_a_batch_is_written_in_one_request_and_its_messages_settled(
+    sleeps: list[float],
+) -> None:
+    sink, settled, metrics = FakeSink(), Settled(), Metrics()
+    writer = make_writer(sink, settled, metrics=metrics)
+    batch = make_points(5)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(batch))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert sink.written == [body_of(batch)]
+    assert settled.tickets == [0, 1, 2, 3, 4]
+    assert sleeps == []
+    assert sample(metrics, "parkwatch_points_written_total") == 5
+    assert sample(metrics, "parkwatch_sink_up") == 1
+
+
+async def test_unavailable_sink_is_retried_until_it_succeeds_and_acks_are_settled_once(
+    sleeps: list[float], spool: Spool
+) -> None:
+    sink, settled, metrics = FakeSink(), Settled(), Metrics()
+    sink.failures = [SinkUnavailable("timeout"), SinkUnavailable("HTTP 503", status=503)]
+    writer = make_writer(sink, settled, spool=spool, metrics=metrics, retry_max_attempts=3)
+    batch = make_points(4)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(batch))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert sink.attempts == 3
+    assert sink.written == [body_of(batch)]
+    assert settled.tickets == [0, 1, 2, 3]
+    assert len(sleeps) == 2
+    assert spool.empty()  # the retries succeeded, so nothing was spooled
+    assert sample(metrics, "parkwatch_write_errors_total", kind="unavailable") == 2
+    assert sample(metrics, "parkwatch_sink_up") == 1
+
+
+async def test_backoff_without_retry_after_stays_within_the_configured_maximum(
+    sleeps: list[float],
+) -> None:
+    sink = FakeSink()
+    sink.failures = [SinkUnavailable("down")] * 5
+    writer = make_writer(sink, Settled(), retry_max_attempts=6, retry_max_s=0.5)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(make_points(1)))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert len(sleeps) == 5
+    assert all(0 <= wait <= 0.5 for wait in sleeps)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected_wait"),
+    [(7.0, 7.0), (0.0, 0.0), (1000.0, 12.0)],  # capped at 12 x retry_max_s (1.0 here)
+)
+async def test_retry_after_from_the_sink_is_the_wait_before_the_next_attempt(
+    sleeps: list[float], retry_after: float, expected_wait: float
+) -> None:
+    sink, settled = FakeSink(), Settled()
+    sink.failures = [SinkUnavailable("HTTP 429", status=429, retry_after=retry_after)]
+    writer = make_writer(sink, settled, retry_max_s=1.0)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(make_points(2)))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert sleeps == [expected_wait]
+    assert settled.tickets == [0, 1]
+
+
+async def test_a_refused_batch_is_bisected_so_good_lines_are_written_and_bad_ones_dead_lettered(
+    sleeps: list[float], tmp_path: Path
+) -> None:
+    sink = FakeSink(rejects=lambda line: line.startswith("bad,"))
+    settled, metrics = Settled(), Metrics()
+    dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    writer = make_writer(sink, settled, dead=dead, metrics=metrics)
+    dead_file = DeadLetterFile(DeadLetterSettings(path=tmp_path / "dead.jsonl"))
+    batch = make_points(50, bad=(17, 38))
+    good_lines = [p.line for p in batch if p.ticket not in (17, 38)]
+
+    async with running(writer.run_worker(), run_dead_letters(dead_file, dead, settled, metrics)):
+        await writer.batches.put(Batch(batch))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+        await asyncio.wait_for(dead.join(), WAIT)
+
+    assert Counter(sink.lines) == Counter(good_lines)  # each of the 48 written exactly once
+    assert sorted(settled.tickets) == list(range(50))  # 48 by the writer, 2 by the dead letters
+    assert len(settled.tickets) == 50
+    assert sleeps == []  # a refusal is not retried
+    records = [orjson.loads(line) for line in dead_file.path.read_bytes().splitlines()]
+    assert {record["reason"] for record in records} == {Reason.REJECTED_BY_SINK}
+    assert sorted(record["payload"] for record in records) == sorted(
+        p.line for p in batch if p.ticket in (17, 38)
+    )
+    assert sample(metrics, "parkwatch_points_written_total") == 48
+    assert sample(metrics, "parkwatch_dead_letters_total", reason=Reason.REJECTED_BY_SINK) == 2
+    assert sample(metrics, "parkwatch_write_errors_total", kind="rejected") > 0
+
+
+async def test_dead_letters_from_a_refused_batch_carry_the_tickets_of_the_bad_points(
+    sleeps: list[float],
+) -> None:
+    sink = FakeSink(rejects=lambda line: line.startswith("bad,"))
+    settled = Settled()
+    dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    writer = make_writer(sink, settled, dead=dead)
+    batch = make_points(8, bad=(0, 7))
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(batch))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    letters = [dead.get_nowait() for _ in range(dead.qsize())]
+    assert sorted(letter.ticket for letter in letters) == [0, 7]
+    assert {letter.reason for letter in letters} == {Reason.REJECTED_BY_SINK}
+    assert all(b"HTTP 400" in letter.detail.encode() for letter in letters)
+    assert sorted(settled.tickets) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_retries_exhausted_send_the_batch_to_the_spool_and_its_messages_are_acked(
+    sleeps: list[float], spool: Spool
+) -> None:
+    sink, settled, metrics = FakeSink(), Settled(), Metrics()
+    sink.down = True
+    writer = make_writer(sink, settled, spool=spool, metrics=metrics, retry_max_attempts=2)
+    batch = make_points(3)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(batch))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert sink.attempts == 2
+    assert sink.written == []
+    assert settled.tickets == [0, 1, 2]
+    assert spool.stats.records == 1
+    assert sample(metrics, "parkwatch_spooled_batches_total") == 1
+    assert sample(metrics, "parkwatch_sink_up") == 0
+    assert (await spool.read(1))[0].payload == body_of(batch)
+
+
+async def test_the_replayer_writes_a_spooled_batch_once_the_sink_recovers(
+    sleeps: list[float], spool: Spool
+) -> None:
+    sink, settled, metrics = FakeSink(), Settled(), Metrics()
+    sink.down = True
+    writer = make_writer(sink, settled, spool=spool, metrics=metrics, retry_max_attempts=2)
+    batch = make_points(3)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(batch))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert spool.stats.records == 1
+
+    # Still down for three more attempts: the replayer keeps retrying, then gets through.
+    sink.down = False
+    sink.failures = [SinkUnavailable("still down")] * 3
+    async with running(writer.run_replayer()) as (replayer,):
+        await until(spool.empty, what="spool drained", alive=replayer)
+    assert sink.attempts == 2 + 4
+    assert sink.written == [body_of(batch)]
+    assert settled.tickets == [0, 1, 2]  # replaying acks nothing again
+    assert sample(metrics, "parkwatch_replayed_points_total") == 3
+
+
+async def test_while_the_spool_holds_data_new_batches_are_spooled_behind_it_in_order(
+    sleeps: list[float], spool: Spool
+) -> None:
+    sink, settled = FakeSink(), Settled()
+    sink.down = True
+    writer = make_writer(sink, settled, spool=spool, retry_max_attempts=2)
+    older, newer = make_points(3), make_points(2, start=3)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(older))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+        sink.down = False  # the database is back, but older data waits in the spool
+        await writer.batches.put(Batch(newer))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert sink.attempts == 2  # the newer batch never went to the sink directly
+    assert settled.tickets == [0, 1, 2, 3, 4]
+    assert spool.stats.records == 2
+
+    async with running(writer.run_replayer()) as (replayer,):
+        await until(spool.empty, what="spool drained", alive=replayer)
+    assert sink.written == [body_of(older), body_of(newer)]
+
+
+async def test_a_full_spool_holds_the_acks_until_the_replayer_frees_space(
+    sleeps: list[float], tmp_path: Path
+) -> None:
+    sink, settled, metrics = FakeSink(), Settled(), Metrics()
+    sink.down = True
+    first, second = make_points(3), make_points(3, start=3)
+    # Room for one batch (a record is a 12-byte header plus the body), not for two.
+    room = 12 + len(body_of(first)) + 8
+    async with Spool(tmp_path / "small-spool", max_bytes=room) as small:
+        writer = make_writer(sink, settled, spool=small, metrics=metrics, retry_max_attempts=2)
+        async with running(writer.run_worker(), writer.run_worker()) as workers:
+            await writer.batches.put(Batch(first))
+            await until(lambda: settled.tickets == [0, 1, 2], what="first batch spooled")
+            await writer.batches.put(Batch(second))
+            await until(lambda: writer.spool_full, what="spool full", alive=workers[0])
+            assert settled.tickets == [0, 1, 2]  # the second batch is not acked
+            assert sample(metrics, "parkwatch_spool_full") == 1
+
+            sink.down = False
+            async with running(writer.run_replayer()) as (replayer,):
+                await until(
+                    lambda: len(settled.tickets) == 6 and small.empty() and len(sink.written) == 2,
+                    what="both batches written",
+                    alive=replayer,
+                )
+    assert settled.tickets == [0, 1, 2, 3, 4, 5]
+    assert sink.written == [body_of(first), body_of(second)]
+    assert not writer.spool_full
+    assert sample(metrics, "parkwatch_spool_full") == 0
+
+
+async def test_without_a_spool_the_worker_retries_until_the_sink_is_back_before_acking(
+    sleeps: list[float],
+) -> None:
+    sink, settled = FakeSink(), Settled()
+    sink.failures = [SinkUnavailable("down")] * 5
+    writer = make_writer(sink, settled, retry_max_attempts=2)
+    batch = make_points(2)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(batch))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert sink.attempts == 6  # far more than retry_max_attempts
+    assert sink.written == [body_of(batch)]
+    assert settled.tickets == [0, 1]
+
+
+async def test_bad_lines_in_a_replayed_batch_are_dead_lettered_without_a_ticket(
+    sleeps: list[float], spool: Spool
+) -> None:
+    sink = FakeSink(rejects=lambda line: line.startswith("bad,"))
+    dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    writer = make_writer(sink, Settled(), spool=spool, dead=dead)
+    batch = make_points(4, bad=(2,))
+    await spool.append(body_of(batch))
+    async with running(writer.run_replayer()) as (replayer,):
+        await until(spool.empty, what="spool drained", alive=replayer)
+    assert Counter(sink.lines) == Counter(p.line for p in batch if p.ticket != 2)
+    letter = dead.get_nowait()
+    assert letter.ticket == NO_TICKET
+    assert letter.reason == Reason.REJECTED_BY_SINK
+    assert letter.payload == batch[2].line.encode()
+    assert dead.empty()
+
+
+# -- known bugs ------------------------------------------------------------------------------------
+
+
+async def test_flush_cuts_a_batch_that_is_waiting_for_more_points_at_once() -> None:
+    writer = make_writer(FakeSink(), Settled(), batch_size=100, flush_interval_s=3600)
+    points: asyncio.Queue[Point] = asyncio.Queue()
+    async with running(writer.run_batcher(points)) as (batcher,):
+        points.put_nowait(make_points(1)[0])
+        await until(points.empty, what="point taken", alive=batcher)
+        writer.flush()
+        batch = await asyncio.wait_for(writer.batches.get(), 1.0)
+    assert len(batch.points) == 1
+
+
+async def test_spooled_points_count_as_written_once_when_the_replayer_writes_them(
+    sleeps: list[float], spool: Spool
+) -> None:
+    sink, metrics = FakeSink(), Metrics()
+    sink.down = True
+    writer = make_writer(sink, Settled(), spool=spool, metrics=metrics, retry_max_attempts=1)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(make_points(3)))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert sample(metrics, "parkwatch_points_written_total") == 0
+    sink.down = False
+    async with running(writer.run_replayer()) as (replayer,):
+        await until(spool.empty, what="spool drained", alive=replayer)
+    assert sample(metrics, "parkwatch_points_written_total") == 3
