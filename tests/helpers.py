@@ -18,7 +18,7 @@ from collector.localservers import InfluxDB1, Mosquitto
 async def until(
     condition: Callable[[], bool | Awaitable[bool]],
     *,
-    timeout: float = 20.0,
+    timeout: float = 20.0,  # noqa: ASYNC109 - the failure names the awaited condition
     what: str = "",
     alive: asyncio.Task[Any] | None = None,
 ) -> None:
