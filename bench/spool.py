@@ -1,6 +1,6 @@
 """Benchmark collector.spool: one appender (an fsync per append) vs many (group commit), replay.
 
-    python bench/bench_spool.py [--dir DIR] [--payload-kib 64] [--seconds 3] [--appenders 64]
+    python bench/spool.py [--dir DIR] [--payload-kib 64] [--seconds 3] [--appenders 64]
 
 Run it on the disk the service will spool to: fsync latency is most of what is measured, and a
 tmpfs would make it look free. The default run takes about 10 s.
