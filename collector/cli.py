@@ -74,3 +74,61 @@ def schema(out: Path | None) -> None:
         (out / f"{kind}.schema.json").write_bytes(
             orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         )
+
+
+@main.command()
+@click.option(
+    "--speed",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Simulated seconds per real second.",
+)
+@click.option("--parks", help="Comma-separated park ids (default: a handful of Shanghai parks).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--duration", "duration_s", type=float, help="Stop after this many real seconds.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/demo"),
+    show_default=True,
+    help="Server data, spool and dead letters (kept between runs).",
+)
+@click.option(
+    "--live/--plain",
+    default=None,
+    help="Live terminal table (default when stdout is a terminal) or periodic prints.",
+)
+def demo(  # click passes the options by keyword
+    *,
+    speed: float,
+    parks: str | None,
+    seed: int,
+    duration_s: float | None,
+    workdir: Path,
+    live: bool | None,
+) -> None:
+    """Run local Mosquitto + InfluxDB, the collector and simulated parks, with a live view."""
+    from collector.demo import DemoOptions, run_demo  # noqa: PLC0415 - heavy, demo only
+
+    _configure_logging("WARNING")
+    park_ids = tuple(p.strip() for p in parks.split(",") if p.strip()) if parks else ()
+    run_demo(
+        DemoOptions(
+            workdir=workdir,
+            speed=speed,
+            parks=park_ids,
+            seed=seed,
+            duration_s=duration_s,
+            live=sys.stdout.isatty() if live is None else live,
+        )
+    )
+
+
+def _register_simulate() -> None:
+    from simulators.cli import simulate  # noqa: PLC0415 - keeps import order acyclic
+
+    main.add_command(simulate)
+
+
+_register_simulate()

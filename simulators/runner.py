@@ -1,0 +1,202 @@
+"""Realistic mode: every simulated device publishes over its own MQTT connection, paced in time.
+
+:func:`run_fleet` connects one :class:`~simulators.link.DeviceLink` per device, then walks the
+ticks of :func:`~simulators.generate.iter_ticks`, waiting for each tick's simulated time at
+``speed`` x real time, and publishes at QoS 1. An ``offline`` fault drops the device's connection
+(the broker publishes its last will) and reconnects it when the fault ends. It stops when the
+simulated ``duration_s`` is over, when ``stop`` is set, or when cancelled; in every case each
+device announces itself offline, waits for its PUBACKs and disconnects.
+
+A connection lost to a broker failure is retried on later ticks (at most every
+``RECONNECT_DELAY_S``); the messages a device could not send meanwhile are counted as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+from collector.errors import ConfigError, SourceError
+from collector.schema import status_topic
+from simulators.faults import DeviceId, Scenario
+from simulators.fleet import FleetSpec
+from simulators.generate import device_ids, iter_ticks
+from simulators.link import DeviceLink
+from simulators.payloads import status_payload
+from simulators.simtime import Pacer, default_start
+
+__all__ = ["FleetRunStats", "MqttTarget", "parse_mqtt_url", "run_fleet"]
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S: Final = 10.0
+"""How long shutdown waits for outstanding PUBACKs per device."""
+RECONNECT_DELAY_S: Final = 2.0
+KEEPALIVE_PERIOD_S: Final = 1.0
+
+OnPublish = Callable[[str, bytes], None]
+"""Called with (topic, payload) for every telemetry message handed to the broker."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTarget:
+    """Where to publish: the parts of an ``mqtt://[user[:password]@]host[:port]`` URL."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """Parse ``mqtt://`` (or ``tcp://``) URLs; TLS (``mqtts://``) is not supported here."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"mqtt", "tcp"} or not parts.hostname:
+        raise ConfigError(f"MQTT URL {url!r}: expected mqtt://host[:port]")
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise ConfigError(f"MQTT URL {url!r}: {exc}") from exc
+    return MqttTarget(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+@dataclass(slots=True)
+class FleetRunStats:
+    """Counts of a realistic-mode run."""
+
+    ticks: int = 0
+    published: int = 0
+    acked: int = 0
+    dropped: int = 0
+    """Messages not sent because their device's connection was down (not by an offline fault)."""
+
+
+class _Fleet:
+    """The connections of one run and the bookkeeping around them."""
+
+    def __init__(self, devices: list[DeviceId], target: MqttTarget, prefix: str) -> None:
+        self.links = {
+            dev: DeviceLink(
+                dev,
+                host=target.host,
+                port=target.port,
+                status_topic=status_topic(dev.park, dev.kind, dev.device, prefix),
+                will_payload=status_payload(online=False),
+                username=target.username,
+                password=target.password,
+                client_id=f"parkwatch-sim-{prefix}-{dev.park}-{dev.kind}-{dev.device}",
+            )
+            for dev in devices
+        }
+        self.offline: set[DeviceId] = set()
+        self.retry_at: dict[DeviceId, float] = {}
+
+    async def connect_all(self, ts_ms: int) -> None:
+        """Connect every device at once; one SourceError if any cannot connect."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for dev, link in self.links.items():
+                    online = status_payload(online=True, ts_ms=ts_ms)
+                    group.create_task(link.connect(online), name=f"connect {dev.path}")
+        except* SourceError as failed:
+            errors = failed.exceptions
+            # The simulator cannot run without its broker: report once, not once per device.
+            raise SourceError(
+                f"{len(errors)} device(s) could not connect: {errors[0]}"
+            ) from errors[0]
+
+    async def ensure(self, dev: DeviceId, ts_ms: int) -> bool:
+        """Reconnect a device whose connection was lost, at most every RECONNECT_DELAY_S."""
+        link = self.links[dev]
+        if link.is_connected:
+            return True
+        now = time.monotonic()
+        if now < self.retry_at.get(dev, 0.0):
+            return False
+        try:
+            await link.connect(status_payload(online=True, ts_ms=ts_ms))
+        except SourceError as exc:
+            self.retry_at[dev] = now + RECONNECT_DELAY_S
+            log.warning("%s", exc)
+            return False
+        return True
+
+    async def keepalive(self) -> None:
+        while True:
+            for link in self.links.values():
+                link.keepalive()
+            await asyncio.sleep(KEEPALIVE_PERIOD_S)
+
+    async def close_all(self, ts_ms: int) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for dev, link in self.links.items():
+                    payload = status_payload(online=False, ts_ms=ts_ms)
+                    group.create_task(
+                        link.close(payload, grace_s=DRAIN_TIMEOUT_S), name=f"close {dev.path}"
+                    )
+        finally:
+            for link in self.links.values():  # whatever did not close cleanly is cut
+                link.abort()
+
+
+async def run_fleet(
+    fleet: FleetSpec,
+    *,
+    mqtt_url: str,
+    prefix: str = "parks",
+    speed: float = 1.0,
+    start: datetime | None = None,
+    seed: int = 0,
+    scenario: Scenario | None = None,
+    duration_s: float | None = None,
+    stop: asyncio.Event | None = None,
+    on_publish: OnPublish | None = None,
+) -> FleetRunStats:
+    """Publish ``fleet`` in realistic mode until ``duration_s`` (simulated), ``stop`` or cancel."""
+    target = parse_mqtt_url(mqtt_url)
+    pacer = Pacer(speed)
+    start = start or default_start(fleet.step_s)
+    conns = _Fleet(device_ids(fleet), target, prefix)
+    stats = FleetRunStats()
+    ts_ms = round(start.timestamp() * 1000)
+    try:
+        await conns.connect_all(ts_ms)
+        async with asyncio.TaskGroup() as group:
+            keepalive = group.create_task(conns.keepalive(), name="simulator keepalive")
+            try:
+                ticks = iter_ticks(fleet, seed, start, duration_s, scenario=scenario, prefix=prefix)
+                for tick in ticks:
+                    ts_ms = tick.ts_ms
+                    if not await pacer.wait_until(tick.elapsed_s, stop):
+                        break
+                    for dev in tick.went_offline:
+                        conns.offline.add(dev)
+                        conns.links[dev].drop()
+                    for dev in tick.came_online:
+                        conns.offline.discard(dev)
+                    for message in tick.messages:
+                        if not await conns.ensure(message.device, ts_ms):
+                            stats.dropped += 1
+                        elif conns.links[message.device].publish(message.topic, message.payload):
+                            stats.published += 1
+                            if on_publish is not None:
+                                on_publish(message.topic, message.payload)
+                    stats.ticks += 1
+            finally:
+                keepalive.cancel()
+    finally:
+        await conns.close_all(ts_ms)
+        stats.acked = sum(link.acked for link in conns.links.values())
+    return stats
