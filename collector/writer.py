@@ -82,7 +82,6 @@ class Writer:
         self._dead = dead_letters
         self._spool = spool
         self._flush_now = asyncio.Event()
-        self._spool_space = asyncio.Event()
         self._spool_full = False
         self._waiting: asyncio.Timeout | None = None
         self.batches: asyncio.Queue[Batch] = asyncio.Queue(settings.max_concurrent_writes)
@@ -146,8 +145,7 @@ class Writer:
         spool = self._spool
         if spool is not None and not spool.empty():
             # Older data waits in the spool: queue behind it so each series stays in order.
-            await self._append_to_spool(batch.body())
-            return [], True
+            return await self._spool_or_hold(batch)
         try:
             return await self._write_isolating(batch.points, self._retrying()), False
         except SinkUnavailable as exc:
@@ -156,27 +154,31 @@ class Writer:
                 # the broker keeps holding the data.
                 return await self._write_isolating(batch.points, self._retrying(None)), False
             log.warning("database unavailable, spooling %d lines: %s", len(batch.points), exc)
-            await self._append_to_spool(batch.body())
-            return [], True
+            return await self._spool_or_hold(batch)
 
-    async def _append_to_spool(self, body: bytes) -> None:
+    async def _spool_or_hold(self, batch: Batch) -> tuple[list[tuple[Point, str]], bool]:
+        """Spool the batch; if the spool is full, hold it and retry the database until it
+        takes the batch. Holding acks nothing, so the workers block, the queues fill and the
+        broker keeps every later message: the documented policy, never a drop. (Waiting for
+        spool space instead could wait forever: a batch may be larger than the whole spool.)"""
         assert self._spool is not None
-        while True:
-            try:
-                await self._spool.append(body)
-            except SpoolFull:
-                if not self._metrics_spool_full(True):
-                    log.error(  # noqa: TRY400 - an expected state, a traceback would be noise
-                        "spool full (%d bytes): not acking; the broker holds new messages",
-                        self._spool.stats.bytes,
-                    )
-                self._spool_space.clear()
-                await self._spool_space.wait()
-                continue
+        try:
+            await self._spool.append(batch.body())
+        except SpoolFull:
+            if not self._metrics_spool_full(True):
+                log.error(  # noqa: TRY400 - an expected state, a traceback would be noise
+                    "spool full (%d bytes pending, batch of %d bytes): not acking until the "
+                    "database takes the data; the broker holds new messages",
+                    self._spool.stats.bytes,
+                    len(batch.body()),
+                )
+            rejected = await self._write_isolating(batch.points, self._retrying(None))
             self._metrics_spool_full(False)
-            self._metrics.spooled_batches.inc()
-            self._update_spool_gauges()
-            return
+            return rejected, False
+        self._metrics_spool_full(False)
+        self._metrics.spooled_batches.inc()
+        self._update_spool_gauges()
+        return [], True
 
     def _metrics_spool_full(self, full: bool) -> bool:
         """Set the spool-full gauge; return whether it was already set."""
@@ -289,7 +291,6 @@ class Writer:
             self._metrics.replayed_points.inc(len(points) - len(rejected))
             self._metrics.points_written.inc(len(points) - len(rejected))
             self._update_spool_gauges()
-            self._spool_space.set()
 
 
 def _replayed_point(line: bytes) -> Point:

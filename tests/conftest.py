@@ -100,3 +100,36 @@ def influx_database(request: pytest.FixtureRequest, influxdb: InfluxDB1) -> Iter
     influxdb.create_database(name)
     yield name
     influxdb.drop_database(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Addition for tests/collector/test_delivery_faults.py: print the counts each fault test
+# recorded (record_property), so a run shows what was published, accepted, spooled, replayed...
+# ---------------------------------------------------------------------------------------------
+
+FAULT_TESTS = "test_delivery_faults.py"
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """List the user properties of the delivery fault tests that ran."""
+    latest: dict[str, list[tuple[str, object]]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            nodeid: str = getattr(report, "nodeid", "") or ""
+            properties = getattr(report, "user_properties", None)
+            # The teardown report carries every property, also those recorded at teardown.
+            if (
+                FAULT_TESTS in nodeid
+                and properties
+                and len(properties) > len(latest.get(nodeid, []))
+            ):
+                latest[nodeid] = list(properties)
+    if not latest:
+        return
+    terminalreporter.section("delivery fault counts")
+    for nodeid, properties in sorted(latest.items()):
+        terminalreporter.write_line(nodeid.rsplit("::", 1)[-1])
+        for key, value in properties:
+            terminalreporter.write_line(f"    {key}: {value}")
