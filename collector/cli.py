@@ -95,6 +95,12 @@ def schema(out: Path | None) -> None:
     help="Server data, spool and dead letters (kept between runs).",
 )
 @click.option(
+    "--start",
+    "start_text",
+    metavar="ISO8601",
+    help="Simulated start (naive = Shanghai time; default: 24 h ago).",
+)
+@click.option(
     "--live/--plain",
     default=None,
     help="Live terminal table (default when stdout is a terminal) or periodic prints.",
@@ -106,12 +112,15 @@ def demo(  # click passes the options by keyword
     seed: int,
     duration_s: float | None,
     workdir: Path,
+    start_text: str | None,
     live: bool | None,
 ) -> None:
     """Run local Mosquitto + InfluxDB, the collector and simulated parks, with a live view."""
     from collector.demo import DemoOptions, run_demo  # noqa: PLC0415 - heavy, demo only
 
     _configure_logging("WARNING")
+    from simulators.cli import parse_start  # noqa: PLC0415
+
     park_ids = tuple(p.strip() for p in parks.split(",") if p.strip()) if parks else ()
     run_demo(
         DemoOptions(
@@ -120,6 +129,7 @@ def demo(  # click passes the options by keyword
             parks=park_ids,
             seed=seed,
             duration_s=duration_s,
+            start=parse_start(start_text),
             live=sys.stdout.isatty() if live is None else live,
         )
     )

@@ -168,8 +168,9 @@ def demo_settings(options: DemoOptions, broker: Mosquitto, influx: InfluxDB1) ->
         None,
         mqtt={"url": broker.url, "client_id": "parkwatch-demo"},
         influx={"url": influx.url, "database": "parkwatch"},
-        # Accelerated simulated time runs ahead of the wall clock: widen the skew window.
-        ingest={"max_future_s": 30 * 86400.0},
+        # Accelerated simulated time runs ahead of the wall clock, and --start may pick any
+        # day: widen the skew window both ways.
+        ingest={"max_future_s": 30 * 86400.0, "max_past_s": 3650 * 86400.0},
         spool={"directory": options.workdir / "spool"},
         deadletter={"path": options.workdir / "deadletter.jsonl"},
         http={"port": _port(9108)},

@@ -37,7 +37,8 @@ def _duration(value: str | None) -> float | None:
         ) from exc
 
 
-def _start(value: str | None) -> datetime | None:
+def parse_start(value: str | None) -> datetime | None:
+    """A ``--start`` value: ISO 8601, naive meaning Shanghai time; None for "now"."""
     if value is None or value == "now":
         return None
     try:
@@ -172,7 +173,7 @@ def simulate(  # click passes every option by keyword
 ) -> None:
     """Simulate park devices (microgrid, storage, 5G sites, EV chargers) publishing telemetry."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
-    duration_s, start = _duration(duration_text), _start(start_text)
+    duration_s, start = _duration(duration_text), parse_start(start_text)
     try:
         fleet = _fleet(fleet_file, parks)
         scenario = _scenario(scenario_file, faults)
