@@ -69,7 +69,7 @@ def publish_all(
 def collector_settings(
     tmp_path: Path,
     broker: Mosquitto,
-    influx: InfluxDB1,
+    influx_server: InfluxDB1,
     database: str,
     topic_prefix: str,
     **overrides: Any,
@@ -82,7 +82,7 @@ def collector_settings(
             "client_id": f"collector-{topic_prefix}"[:64],
             "reconnect_max_s": 0.5,
         },
-        "influx": {"url": influx.url, "database": database},
+        "influx": {"url": influx_server.url, "database": database},
         "writer": {"flush_interval_s": 0.2, "retry_initial_s": 0.05, "retry_max_s": 0.2},
         "spool": {"directory": tmp_path / "spool"},
         "deadletter": {"path": tmp_path / "deadletter.jsonl"},

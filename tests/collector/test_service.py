@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from collector.localservers import InfluxDB1, Mosquitto
+from collector.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from collector.service import Collector
 from tests.helpers import collector_settings, publish_all, until
 
@@ -182,3 +182,52 @@ async def test_health_and_metrics_endpoints(
         "parkwatch_unacked_messages",
     ):
         assert name in text, name
+
+
+async def test_the_v2_write_path_end_to_end_into_victoriametrics(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    victoria: VictoriaMetrics,
+    topic_prefix: str,
+) -> None:
+    """No InfluxDB 2/3 runs here: VictoriaMetrics speaks the v2 write API influxdb-client uses."""
+    settings = collector_settings(
+        tmp_path,
+        mosquitto,
+        influxdb,
+        "unused",
+        topic_prefix,
+        influx={"url": victoria.url, "api": "v2", "token": "t0ken", "database": "parkwatch"},
+    )
+    collector = Collector(settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(collector.run(stop))
+    await until(collector.connected.is_set, what="collector subscribed", alive=running)
+    base_ms = int(time.time() * 1000)
+    park = topic_prefix.replace("-", "_")  # a label value unique to this test
+    messages = [
+        (
+            f"{topic_prefix}/{park}/storage/bess-{i % 3}/telemetry",
+            orjson.dumps({"ts": base_ms - i * 1000, "soc_pct": 50.0 + i}),
+        )
+        for i in range(30)
+    ]
+    await asyncio.to_thread(publish_all, mosquitto, messages)
+    await until(lambda: collector.metrics.points_written._value.get() >= 30, alive=running)
+    stop.set()
+    await running
+
+    def samples() -> dict[tuple[str, int], float]:
+        return {
+            (s["metric"]["device"], ts): value
+            for s in victoria.export(f'storage_soc_pct{{park="{park}"}}')
+            for ts, value in zip(s["timestamps"], s["values"], strict=True)
+        }
+
+    # VictoriaMetrics shows samples of the current hour up to ~1 s after a flush.
+    await until(lambda: len(samples()) >= 30, what="30 samples visible in VictoriaMetrics")
+    found = samples()
+    assert len(found) == 30
+    assert found[("bess-0", base_ms)] == 50.0
+    assert found[("bess-2", base_ms - 29_000)] == 79.0

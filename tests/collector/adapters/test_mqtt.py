@@ -187,3 +187,47 @@ async def test_reconnects_and_resubscribes_after_broker_restart(
             got = await take(inbox, 3)
             assert [m.payload for m in got] == [b"0", b"1", b"2"]
             source.settle(m.ticket for m in got)
+
+
+async def test_mqtt_311_persistent_session_redelivers_what_was_not_acked(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    settings = settings_for(mosquitto, topic_prefix, protocol="3.1.1")
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue(100)
+    source = MqttSource(settings, inbox, Metrics())
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed over MQTT 3.1.1")
+        await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 4))
+        got = await take(inbox, 4)
+        source.settle([got[0].ticket, got[1].ticket])
+    inbox2: asyncio.Queue[RawMessage] = asyncio.Queue(100)
+    source2 = MqttSource(settings, inbox2, Metrics())
+    async with running(source2):
+        again = await take(inbox2, 2)
+        assert [m.payload for m in again] == [b"2", b"3"]
+        source2.settle(m.ticket for m in again)
+
+
+async def test_a_shared_subscription_splits_messages_between_collectors(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    inboxes: list[asyncio.Queue[RawMessage]] = [asyncio.Queue(1000), asyncio.Queue(1000)]
+    sources = [
+        MqttSource(
+            settings_for(
+                mosquitto, topic_prefix, shared_group="collectors", client_id=f"{topic_prefix}-{n}"
+            ),
+            inbox,
+            Metrics(),
+        )
+        for n, inbox in enumerate(inboxes)
+    ]
+    assert sources[0].subscription == f"$share/collectors/{topic_prefix}/#"
+    async with running(sources[0]), running(sources[1]):
+        await until(lambda: all(s.connected.is_set() for s in sources), what="both subscribed")
+        await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 100))
+        await until(lambda: sum(q.qsize() for q in inboxes) == 100, what="100 messages shared")
+        sizes = [q.qsize() for q in inboxes]
+        for source, inbox in zip(sources, inboxes, strict=True):
+            source.settle([inbox.get_nowait().ticket for _ in range(inbox.qsize())])
+    assert all(size > 0 for size in sizes), sizes  # each member got a share, none got all
