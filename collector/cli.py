@@ -101,6 +101,11 @@ def schema(out: Path | None) -> None:
     help="Simulated start (naive = Shanghai time; default: 24 h ago).",
 )
 @click.option(
+    "--embedded-broker",
+    is_flag=True,
+    help="Use the embedded amqtt broker (the fallback where Mosquitto is missing).",
+)
+@click.option(
     "--live/--plain",
     default=None,
     help="Live terminal table (default when stdout is a terminal) or periodic prints.",
@@ -113,6 +118,7 @@ def demo(  # click passes the options by keyword
     duration_s: float | None,
     workdir: Path,
     start_text: str | None,
+    embedded_broker: bool,
     live: bool | None,
 ) -> None:
     """Run local Mosquitto + InfluxDB, the collector and simulated parks, with a live view."""
@@ -130,6 +136,7 @@ def demo(  # click passes the options by keyword
             seed=seed,
             duration_s=duration_s,
             start=parse_start(start_text),
+            embedded_broker=embedded_broker,
             live=sys.stdout.isatty() if live is None else live,
         )
     )

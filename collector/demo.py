@@ -6,20 +6,28 @@ processes in ``var/demo`` (kept between runs, so Grafana can be pointed at the d
 
 The simulated clock starts a day in the past by default and runs ``speed`` times faster than
 real time, so a full day of PV and load curves lands in InfluxDB within minutes at ``--speed 60``.
+
+Missing servers are installed from Debian's packages when we are root. Where Mosquitto still
+cannot be had, an embedded amqtt broker (MQTT 3.1.1, in this process) takes its place; where
+InfluxDB cannot, the collector runs without it and spools to disk, and the demo says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from rich.console import Console
 from rich.live import Live
@@ -33,7 +41,10 @@ from collector.service import Collector
 
 __all__ = ["DemoOptions", "LiveView", "run_demo"]
 
+_Server = TypeVar("_Server", Mosquitto, InfluxDB1)
+
 REFRESH_S: Final = 1.0
+DEBIAN_PACKAGES: Final = {"mosquitto": "mosquitto", "influxd": "influxdb"}
 PLAIN_REPORT_S: Final = 10.0
 
 
@@ -48,6 +59,8 @@ class DemoOptions:
     duration_s: float | None = None
     start: datetime | None = None
     live: bool = True
+    embedded_broker: bool = False
+    """Use the embedded amqtt broker even where Mosquitto is available."""
 
 
 @dataclass(slots=True)
@@ -162,12 +175,18 @@ def _port(preferred: int) -> int:
     return preferred
 
 
-def demo_settings(options: DemoOptions, broker: Mosquitto, influx: InfluxDB1) -> Settings:
+def demo_settings(
+    options: DemoOptions, mqtt_url: str, influx_url: str, *, mqtt_311: bool = False
+) -> Settings:
     """Collector settings for the demo's local servers."""
     return load_settings(
         None,
-        mqtt={"url": broker.url, "client_id": "parkwatch-demo"},
-        influx={"url": influx.url, "database": "parkwatch"},
+        mqtt={
+            "url": mqtt_url,
+            "client_id": "parkwatch-demo",
+            "protocol": "3.1.1" if mqtt_311 else "5",
+        },
+        influx={"url": influx_url, "database": "parkwatch"},
         # Accelerated simulated time runs ahead of the wall clock, and --start may pick any
         # day: widen the skew window both ways.
         ingest={"max_future_s": 30 * 86400.0, "max_past_s": 3650 * 86400.0},
@@ -191,7 +210,79 @@ async def _show(view: LiveView, console: Console, live: bool, stop: asyncio.Even
         console.print(view.table())
 
 
-async def _main(options: DemoOptions, settings: Settings, mqtt_url: str, console: Console) -> None:
+def _have(binary: str) -> bool:
+    return shutil.which(binary, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin") is not None
+
+
+def ensure_servers(console: Console) -> set[str]:
+    """Install missing server packages when root; return the binaries still missing."""
+    missing = {binary for binary in DEBIAN_PACKAGES if not _have(binary)}
+    if missing and os.geteuid() == 0 and _have("apt-get"):
+        packages = sorted(DEBIAN_PACKAGES[binary] for binary in missing)
+        console.print(f"installing Debian packages: {' '.join(packages)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        ):
+            subprocess.run(command, env=env, check=False, capture_output=True)
+        missing = {binary for binary in missing if not _have(binary)}
+    return missing
+
+
+class EmbeddedBroker:
+    """amqtt in this process: the fallback where Mosquitto cannot be installed (MQTT 3.1.1)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"mqtt://127.0.0.1:{port}"
+        self._broker: Any = None
+
+    async def start(self) -> None:
+        """Listen on loopback."""
+        try:
+            from amqtt.broker import Broker  # noqa: PLC0415 - optional dependency
+        except ImportError as exc:
+            raise ServerError(
+                "neither Mosquitto nor the embedded broker is available: "
+                "pip install 'parkwatch[embedded-broker]' or apt-get install mosquitto"
+            ) from exc
+        logging.getLogger("amqtt").setLevel(logging.ERROR)
+        self._broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
+            }
+        )
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        """Shut the broker down."""
+        if self._broker is not None:
+            await self._broker.shutdown()
+
+
+async def _main(
+    options: DemoOptions,
+    settings: Settings,
+    mqtt_url: str,
+    console: Console,
+    embedded: EmbeddedBroker | None = None,
+) -> None:
+    if embedded is not None:
+        await embedded.start()
+    try:
+        await _run_pipeline(options, settings, mqtt_url, console)
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def _run_pipeline(
+    options: DemoOptions, settings: Settings, mqtt_url: str, console: Console
+) -> None:
     from simulators.fleet import default_fleet  # noqa: PLC0415 - the demo is their only joint
     from simulators.runner import run_fleet  # noqa: PLC0415
 
@@ -240,18 +331,49 @@ def run_demo(options: DemoOptions) -> None:
     """Start the servers, run everything until Ctrl-C or the duration, stop everything."""
     console = Console()
     options.workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        broker = Mosquitto(options.workdir / "mosquitto", port=_port(1883))
-        influx = InfluxDB1(options.workdir / "influxdb", port=_port(8086))
-        with broker, influx:
-            settings = demo_settings(options, broker, influx)
+    missing = ensure_servers(console)
+    embedded = None
+    if options.embedded_broker or "mosquitto" in missing:
+        embedded = EmbeddedBroker(_port(1883))
+        if "mosquitto" in missing:
             console.print(
-                f"[bold]parkwatch demo[/]: MQTT {broker.url} · InfluxDB {influx.url} "
+                "[yellow]Mosquitto is not installed and could not be installed[/]: using the "
+                "embedded amqtt broker (MQTT 3.1.1, no persistence across restarts)"
+            )
+    try:
+        with contextlib.ExitStack() as servers:
+            broker_url = (
+                embedded.url
+                if embedded
+                else _started(
+                    servers, Mosquitto(options.workdir / "mosquitto", port=_port(1883))
+                ).url
+            )
+            if "influxd" in missing:
+                influx_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: spool only
+                console.print(
+                    "[yellow]InfluxDB is not installed and could not be installed[/] (Debian "
+                    "package 'influxdb'): nothing is stored; the collector keeps the data in "
+                    f"its spool ({options.workdir / 'spool'}) and /healthz reports the sink down"
+                )
+            else:
+                influx_url = _started(
+                    servers, InfluxDB1(options.workdir / "influxdb", port=_port(8086))
+                ).url
+            settings = demo_settings(options, broker_url, influx_url, mqtt_311=embedded is not None)
+            console.print(
+                f"[bold]parkwatch demo[/]: MQTT {broker_url} · InfluxDB {influx_url} "
                 f"(database 'parkwatch') · health http://127.0.0.1:{settings.http.port}/healthz"
                 f" · data in {options.workdir} · Ctrl-C to stop"
             )
-            asyncio.run(_main(options, settings, broker.url, console))
+            asyncio.run(_main(options, settings, broker_url, console, embedded))
     except ServerError as exc:
         console.print(f"[red]could not start a local server[/]: {exc}")
         raise SystemExit(1) from exc
     console.print("demo stopped; servers shut down")
+
+
+def _started(stack: contextlib.ExitStack, server: _Server) -> _Server:
+    """Start ``server`` and stop it when ``stack`` closes."""
+    stack.enter_context(server)
+    return server

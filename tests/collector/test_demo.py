@@ -48,6 +48,40 @@ def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Pat
     assert processes_mentioning(str(workdir)) == []
 
 
+def test_demo_runs_on_the_embedded_broker_where_mosquitto_is_missing(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "demo",
+            "--duration",
+            "5",
+            "--speed",
+            "600",
+            "--plain",
+            "--embedded-broker",
+            "--workdir",
+            str(workdir),
+            "--parks",
+            "hongqiao",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    published = re.search(r"simulators: (\d+) published, (\d+) acknowledged", output)
+    assert published, output[-3000:]
+    written = [int(n) for n in re.findall(r"points written (\d+)", output)]
+    assert written[-1] >= int(published.group(2)) > 0
+    assert not (workdir / "mosquitto").exists()  # the embedded broker served MQTT
+    assert processes_mentioning(str(workdir)) == []
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of running processes that contain ``text`` (read from /proc)."""
     found = []
