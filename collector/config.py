@@ -8,6 +8,7 @@ file (``parkwatch run --config FILE``, TOML or YAML), then the defaults below.
 from __future__ import annotations
 
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -252,8 +253,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Keyword arguments, then environment, then the config file (passed as ``_file``)."""
-        return (init_settings, env_settings)
+        """Keyword arguments, then environment, then the config file given to load_settings."""
+        file_values = _FILE_VALUES.get() or {}
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, file_values))
+
+
+# What load_settings read from the config file, for the one Settings it is building.
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("config_file_values", default=None)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -282,20 +288,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build the settings from overrides, the environment and an optional file; fail clearly."""
     file_values = _read_file(config_file) if config_file else {}
 
-    class _WithFile(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, InitSettingsSource(settings_cls, file_values))
-
+    token = _FILE_VALUES.set(file_values)
     try:
-        loaded = _WithFile(**overrides)
+        loaded = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
+    finally:
+        _FILE_VALUES.reset(token)
     return loaded

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,23 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import Settings, load_settings
 from collector.localservers import InfluxDB1, Mosquitto
+from collector.service import Collector
+
+
+@asynccontextmanager
+async def running_collector(
+    settings: Settings,
+) -> AsyncIterator[tuple[Collector, asyncio.Task[None]]]:
+    """Run a collector until the block ends (then drain it); enter once it is subscribed."""
+    collector = Collector(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(collector.run(stop))
+    try:
+        await until(collector.connected.is_set, what="collector subscribed", alive=task)
+        yield collector, task
+    finally:
+        stop.set()
+        await task
 
 
 async def until(

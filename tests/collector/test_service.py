@@ -11,8 +11,7 @@ import aiohttp
 import orjson
 
 from collector.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
-from collector.service import Collector
-from tests.helpers import collector_settings, publish_all, until
+from tests.helpers import collector_settings, publish_all, running_collector, until
 
 PER_KIND = 150
 DEVICES = 5
@@ -62,35 +61,31 @@ async def test_every_good_message_becomes_exactly_one_point_and_every_bad_one_a_
     topic_prefix: str,
 ) -> None:
     settings = collector_settings(tmp_path, mosquitto, influxdb, influx_database, topic_prefix)
-    collector = Collector(settings)
-    stop = asyncio.Event()
-    running = asyncio.create_task(collector.run(stop))
-    await until(collector.connected.is_set, what="collector subscribed", alive=running)
+    async with running_collector(settings) as (collector, running):
+        base_ms = int(time.time() * 1000)
+        good = good_messages(topic_prefix, base_ms)
+        bad = bad_messages(topic_prefix, base_ms)
+        # Interleave bad messages with good ones: the good ones around them must all be written.
+        mixed: list[tuple[str, bytes]] = []
+        stride = len(good) // len(bad)
+        for n, (topic, payload, _) in enumerate(bad):
+            mixed += good[n * stride : (n + 1) * stride]
+            mixed.append((topic, payload))
+        mixed += good[len(bad) * stride :]
+        await asyncio.to_thread(publish_all, mosquitto, mixed)
 
-    base_ms = int(time.time() * 1000)
-    good = good_messages(topic_prefix, base_ms)
-    bad = bad_messages(topic_prefix, base_ms)
-    # Interleave bad messages with good ones: the good ones around them must all be written.
-    mixed: list[tuple[str, bytes]] = []
-    stride = len(good) // len(bad)
-    for n, (topic, payload, _) in enumerate(bad):
-        mixed += good[n * stride : (n + 1) * stride]
-        mixed.append((topic, payload))
-    mixed += good[len(bad) * stride :]
-    await asyncio.to_thread(publish_all, mosquitto, mixed)
-
-    metrics = collector.metrics
-    await until(
-        lambda: metrics.points_written._value.get() >= len(good),
-        what=f"{len(good)} points written",
-    )
-    dead_path = settings.deadletter.path
-    await until(
-        lambda: dead_path.exists() and len(dead_path.read_bytes().splitlines()) >= len(bad),
-        what="dead letters written",
-    )
-    stop.set()
-    await running
+        metrics = collector.metrics
+        await until(
+            lambda: metrics.points_written._value.get() >= len(good),
+            what=f"{len(good)} points written",
+            alive=running,
+        )
+        dead_path = settings.deadletter.path
+        await until(
+            lambda: dead_path.exists() and len(dead_path.read_bytes().splitlines()) >= len(bad),
+            what="dead letters written",
+            alive=running,
+        )
 
     for kind, fields in KIND_FIELDS.items():
         rows = influxdb.query(influx_database, f'SELECT * FROM "{kind}"')  # noqa: S608 - test's own names
@@ -127,20 +122,19 @@ async def test_status_messages_become_device_status_points(
     topic_prefix: str,
 ) -> None:
     settings = collector_settings(tmp_path, mosquitto, influxdb, influx_database, topic_prefix)
-    collector = Collector(settings)
-    stop = asyncio.Event()
-    running = asyncio.create_task(collector.run(stop))
-    await until(collector.connected.is_set, what="collector subscribed", alive=running)
-    now_ms = int(time.time() * 1000)
-    status = f"{topic_prefix}/lingang/charger/cp-7/status"
-    await asyncio.to_thread(
-        publish_all,
-        mosquitto,
-        [(status, orjson.dumps({"online": True, "ts": now_ms - 5000})), (status, b"offline")],
-    )
-    await until(lambda: collector.metrics.points_written._value.get() >= 2, what="2 points")
-    stop.set()
-    await running
+    async with running_collector(settings) as (collector, running):
+        now_ms = int(time.time() * 1000)
+        status = f"{topic_prefix}/lingang/charger/cp-7/status"
+        await asyncio.to_thread(
+            publish_all,
+            mosquitto,
+            [(status, orjson.dumps({"online": True, "ts": now_ms - 5000})), (status, b"offline")],
+        )
+        await until(
+            lambda: collector.metrics.points_written._value.get() >= 2,
+            what="2 points",
+            alive=running,
+        )
     rows = influxdb.query(influx_database, "SELECT * FROM device_status")
     assert [row["online"] for row in sorted(rows, key=lambda r: r["time"])] == [True, False]
     assert rows[0]["time"] == now_ms - 5000
@@ -157,21 +151,16 @@ async def test_health_and_metrics_endpoints(
     topic_prefix: str,
 ) -> None:
     settings = collector_settings(tmp_path, mosquitto, influxdb, influx_database, topic_prefix)
-    collector = Collector(settings)
-    stop = asyncio.Event()
-    running = asyncio.create_task(collector.run(stop))
-    await until(collector.connected.is_set, what="collector subscribed", alive=running)
-    base = f"http://127.0.0.1:{collector.http_port}"
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base}/healthz") as response:
-            health = await response.json()
-            assert response.status == 200, health
-        assert health["checks"]["mqtt"]["ok"] is True
-        assert health["checks"]["sink"]["ok"] is True
-        async with http.get(f"{base}/metrics") as response:
-            text = await response.text()
-    stop.set()
-    await running
+    async with running_collector(settings) as (collector, _):
+        base = f"http://127.0.0.1:{collector.http_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as response:
+                health = await response.json()
+                assert response.status == 200, health
+            assert health["checks"]["mqtt"]["ok"] is True
+            assert health["checks"]["sink"]["ok"] is True
+            async with http.get(f"{base}/metrics") as response:
+                text = await response.text()
     for name in (
         "parkwatch_messages_received_total",
         "parkwatch_points_written_total",
@@ -200,23 +189,18 @@ async def test_the_v2_write_path_end_to_end_into_victoriametrics(
         topic_prefix,
         influx={"url": victoria.url, "api": "v2", "token": "t0ken", "database": "parkwatch"},
     )
-    collector = Collector(settings)
-    stop = asyncio.Event()
-    running = asyncio.create_task(collector.run(stop))
-    await until(collector.connected.is_set, what="collector subscribed", alive=running)
-    base_ms = int(time.time() * 1000)
-    park = topic_prefix.replace("-", "_")  # a label value unique to this test
-    messages = [
-        (
-            f"{topic_prefix}/{park}/storage/bess-{i % 3}/telemetry",
-            orjson.dumps({"ts": base_ms - i * 1000, "soc_pct": 50.0 + i}),
-        )
-        for i in range(30)
-    ]
-    await asyncio.to_thread(publish_all, mosquitto, messages)
-    await until(lambda: collector.metrics.points_written._value.get() >= 30, alive=running)
-    stop.set()
-    await running
+    async with running_collector(settings) as (collector, running):
+        base_ms = int(time.time() * 1000)
+        park = topic_prefix.replace("-", "_")  # a label value unique to this test
+        messages = [
+            (
+                f"{topic_prefix}/{park}/storage/bess-{i % 3}/telemetry",
+                orjson.dumps({"ts": base_ms - i * 1000, "soc_pct": 50.0 + i}),
+            )
+            for i in range(30)
+        ]
+        await asyncio.to_thread(publish_all, mosquitto, messages)
+        await until(lambda: collector.metrics.points_written._value.get() >= 30, alive=running)
 
     def samples() -> dict[tuple[str, int], float]:
         return {
