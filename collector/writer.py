@@ -13,6 +13,9 @@ Three kinds of task, all owned by the service's TaskGroup:
   the good ones written. Only then are the batch's messages acked.
 * ``run_replayer`` drains the spool into the database, oldest first, retrying until it succeeds.
 
+When the spool is full, a batch that does not fit is held and retried against the database
+until it is written; nothing is acked meanwhile, so back-pressure reaches the broker.
+
 Without a spool the worker retries until the database is back, acking nothing meanwhile: the
 broker keeps the messages of our persistent session.
 """
@@ -23,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from tenacity import (
@@ -55,7 +58,6 @@ class Batch:
     """Points written (or spooled) together."""
 
     points: list[Point]
-    created: float = field(default_factory=time.monotonic)
 
     def body(self) -> bytes:
         """Line protocol, one point per line."""
@@ -147,12 +149,12 @@ class Writer:
             # Older data waits in the spool: queue behind it so each series stays in order.
             return await self._spool_or_hold(batch)
         try:
-            return await self._write_isolating(batch.points, self._retrying()), False
+            return await self._write_isolating(batch.points), False
         except SinkUnavailable as exc:
             if spool is None:
                 # No spool: retry until the database is back; nothing is acked meanwhile, so
                 # the broker keeps holding the data.
-                return await self._write_isolating(batch.points, self._retrying(None)), False
+                return await self._write_isolating(batch.points, None), False
             log.warning("database unavailable, spooling %d lines: %s", len(batch.points), exc)
             return await self._spool_or_hold(batch)
 
@@ -162,17 +164,18 @@ class Writer:
         broker keeps every later message: the documented policy, never a drop. (Waiting for
         spool space instead could wait forever: a batch may be larger than the whole spool.)"""
         assert self._spool is not None
+        body = batch.body()
         try:
-            await self._spool.append(batch.body())
+            await self._spool.append(body)
         except SpoolFull:
             if not self._metrics_spool_full(True):
                 log.error(  # noqa: TRY400 - an expected state, a traceback would be noise
                     "spool full (%d bytes pending, batch of %d bytes): not acking until the "
                     "database takes the data; the broker holds new messages",
                     self._spool.stats.bytes,
-                    len(batch.body()),
+                    len(body),
                 )
-            rejected = await self._write_isolating(batch.points, self._retrying(None))
+            rejected = await self._write_isolating(batch.points, None)
             self._metrics_spool_full(False)
             return rejected, False
         self._metrics_spool_full(False)
@@ -238,12 +241,16 @@ class Writer:
                 self._metrics.sink_up.set(1)
 
     async def _write_isolating(
-        self, points: Sequence[Point], retrying: AsyncRetrying
+        self, points: Sequence[Point], attempts: int | None = -1
     ) -> list[tuple[Point, str]]:
-        """Write ``points``; on a rejection, bisect; return the rejected points with the reason."""
+        """Write ``points``; on a rejection, bisect; return the rejected points with the reason.
+
+        ``attempts`` as for ``_retrying``, and the same for every half: a caller that retries
+        forever must not see ``SinkUnavailable`` because the database went away mid-bisect.
+        """
         body = "\n".join(point.line for point in points).encode()
         try:
-            await self._write(body, len(points), retrying)
+            await self._write(body, len(points), self._retrying(attempts))
         except SinkRejected as exc:
             self._metrics.write_errors.labels("rejected").inc()
             self._metrics.sink_up.set(1)  # the database answered: it is up
@@ -251,8 +258,8 @@ class Writer:
                 return [(points[0], str(exc))]
             middle = len(points) // 2
             # Bisecting re-sends lines a partial write may have stored: harmless, same points.
-            left = await self._write_isolating(points[:middle], self._retrying())
-            right = await self._write_isolating(points[middle:], self._retrying())
+            left = await self._write_isolating(points[:middle], attempts)
+            right = await self._write_isolating(points[middle:], attempts)
             return left + right
         return []
 
@@ -285,7 +292,7 @@ class Writer:
                 continue
             record = records[0]
             points = [_replayed_point(line) for line in record.payload.split(b"\n") if line]
-            rejected = await self._write_isolating(points, self._retrying(None))
+            rejected = await self._write_isolating(points, None)
             await self._dead_letter(rejected)
             await spool.commit(record.position)
             self._metrics.replayed_points.inc(len(points) - len(rejected))

@@ -489,3 +489,20 @@ async def test_spooled_points_count_as_written_once_when_the_replayer_writes_the
     async with running(writer.run_replayer()) as (replayer,):
         await until(spool.empty, what="spool drained", alive=replayer)
     assert sample(metrics, "parkwatch_points_written_total") == 3
+
+
+async def test_the_replayer_survives_the_database_going_away_in_the_middle_of_a_bisect(
+    sleeps: list[float], tmp_path: Path
+) -> None:
+    sink, settled = FakeSink(), Settled()
+    points = make_points(4)
+    # The whole record is refused (400), then the database is gone for longer than the
+    # bounded retry budget while its first half is retried.
+    sink.failures = [SinkRejected("HTTP 400", status=400)] + [SinkUnavailable("down")] * 6
+    async with Spool(tmp_path / "spool", max_bytes=2**20) as spool:
+        await spool.append(body_of(points))
+        writer = make_writer(sink, settled, spool=spool, retry_max_attempts=2)
+        async with running(writer.run_replayer()) as (replayer,):
+            await until(spool.empty, what="record replayed and committed", alive=replayer)
+    assert sink.written == [body_of(points[:2]), body_of(points[2:])]
+    assert sink.attempts == 1 + 6 + 1 + 1
