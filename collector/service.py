@@ -17,6 +17,7 @@ empty, flush the batch, wait for writes and acks, then disconnect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Final
@@ -79,67 +80,88 @@ class Collector:
         for name, queue in (("inbox", inbox), ("points", points), ("dead_letters", dead)):
             self.metrics.watch_queue(name, queue.qsize)
 
-        spool = Spool(
-            s.spool.directory, max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes
-        )
-        await spool.open()
-        await self._sink.start()
-        source = self._source_factory(s.mqtt, inbox, self.metrics, connected=self.connected)
-        self._source = source
-        decoder = Decoder(s.ingest, self.metrics, topic_prefix=s.mqtt.topic_prefix)
-        dead_file = DeadLetterFile(s.deadletter)
-        writer = Writer(
-            writer_settings,
-            self._sink,
-            self.metrics,
-            settle=source.settle,
-            dead_letters=dead,
-            spool=spool,
-        )
-        self._writer = writer
-        self.metrics.watch_queue("batches", writer.batches.qsize)
-        http = HttpServer(s.http.host, s.http.port, self.metrics, self._health)
-        await http.start()
-        self.http_port = http.port
-        log.info(
-            "collector up: mqtt %s topic %s -> %s; http :%d",
-            s.mqtt.redacted_url(),
-            source.subscription,
-            self._sink.name,
-            http.port,
-        )
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(source.run(), name="mqtt-connection"),
-                    group.create_task(source.run_misc(), name="mqtt-housekeeping"),
-                    group.create_task(source.run_pump(), name="mqtt-overflow-pump"),
-                    group.create_task(
-                        run_decoder(decoder, inbox, points, dead, self._observers),
-                        name="decoder",
-                    ),
-                    group.create_task(
-                        run_dead_letters(dead_file, dead, source.settle, self.metrics),
-                        name="dead-letters",
-                    ),
-                    group.create_task(writer.run_batcher(points), name="batcher"),
-                    group.create_task(writer.run_replayer(), name="spool-replayer"),
-                ]
-                tasks += [
-                    group.create_task(writer.run_worker(), name=f"writer-{n}")
-                    for n in range(writer_settings.max_concurrent_writes)
-                ]
-                self.started.set()
-                await stop.wait()
-                log.info("stopping: draining the pipeline")
-                await self._drain(source, writer, inbox, points, dead)
-                for task in tasks:
-                    task.cancel()
-        finally:
-            await http.stop()
-            await self._sink.close()
-            await spool.close()
-            log.info("collector stopped")
+        async with contextlib.AsyncExitStack() as resources:
+            # Each resource is released in reverse order, also when a later one fails to start.
+            spool = Spool(
+                s.spool.directory, max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes
+            )
+            await spool.open()
+            resources.push_async_callback(spool.close)
+            await self._sink.start()
+            resources.push_async_callback(self._sink.close)
+            source = self._source_factory(s.mqtt, inbox, self.metrics, connected=self.connected)
+            self._source = source
+            writer = Writer(
+                writer_settings,
+                self._sink,
+                self.metrics,
+                settle=source.settle,
+                dead_letters=dead,
+                spool=spool,
+            )
+            self._writer = writer
+            self.metrics.watch_queue("batches", writer.batches.qsize)
+            http = HttpServer(s.http.host, s.http.port, self.metrics, self._health)
+            await http.start()
+            resources.push_async_callback(http.stop)
+            self.http_port = http.port
+            log.info(
+                "collector up: mqtt %s topic %s -> %s; http :%d",
+                s.mqtt.redacted_url(),
+                source.subscription,
+                self._sink.name,
+                http.port,
+            )
+            decoder = Decoder(s.ingest, self.metrics, topic_prefix=s.mqtt.topic_prefix)
+            await self._run_stages(
+                stop,
+                source=source,
+                decoder=decoder,
+                writer=writer,
+                inbox=inbox,
+                points=points,
+                dead=dead,
+            )
+        log.info("collector stopped")
+
+    async def _run_stages(
+        self,
+        stop: asyncio.Event,
+        *,
+        source: MqttSource,
+        decoder: Decoder,
+        writer: Writer,
+        inbox: asyncio.Queue[RawMessage],
+        points: asyncio.Queue[Point],
+        dead: asyncio.Queue[DeadLetter],
+    ) -> None:
+        """Every long-running task, in one TaskGroup; on ``stop``, drain and cancel them."""
+        dead_file = DeadLetterFile(self.settings.deadletter)
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(source.run(), name="mqtt-connection"),
+                group.create_task(source.run_misc(), name="mqtt-housekeeping"),
+                group.create_task(source.run_pump(), name="mqtt-overflow-pump"),
+                group.create_task(
+                    run_decoder(decoder, inbox, points, dead, self._observers), name="decoder"
+                ),
+                group.create_task(
+                    run_dead_letters(dead_file, dead, source.settle, self.metrics),
+                    name="dead-letters",
+                ),
+                group.create_task(writer.run_batcher(points), name="batcher"),
+                group.create_task(writer.run_replayer(), name="spool-replayer"),
+            ]
+            tasks += [
+                group.create_task(writer.run_worker(), name=f"writer-{n}")
+                for n in range(self.settings.writer.max_concurrent_writes)
+            ]
+            self.started.set()
+            await stop.wait()
+            log.info("stopping: draining the pipeline")
+            await self._drain(source, writer, inbox, points, dead)
+            for task in tasks:
+                task.cancel()
 
     async def _drain(
         self,
