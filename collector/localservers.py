@@ -172,7 +172,8 @@ class LocalServer:
     host = "127.0.0.1"
 
     def __init__(self, workdir: Path, *, port: int | None = None) -> None:
-        self.workdir = Path(workdir)
+        # Absolute: the server runs with its work dir as cwd, and its config names files in it.
+        self.workdir = Path(workdir).resolve()
         self.port = port if port is not None else free_port()
         self.log_path = self.workdir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None

@@ -373,3 +373,11 @@ def test_victoria_deduplicates_a_rewritten_sample(
     victoria.write(line)  # a retried batch
     series = victoria.export(f'{{test="{topic_prefix}"}}')
     assert _samples(series) == 1
+
+
+def test_a_relative_workdir_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's default work dir is relative (``var/demo``); servers run with it as cwd."""
+    monkeypatch.chdir(tmp_path)
+    with Mosquitto(Path("var/broker")) as broker:
+        assert broker.workdir == tmp_path / "var" / "broker"
+        assert broker.running
