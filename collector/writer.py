@@ -61,7 +61,12 @@ class Batch:
 
     def body(self) -> bytes:
         """Line protocol, one point per line."""
-        return "\n".join(point.line for point in self.points).encode()
+        return _body(self.points)
+
+
+def _body(points: Sequence[Point]) -> bytes:
+    """The write body for ``points``: their lines, newline-separated."""
+    return "\n".join(point.line for point in points).encode()
 
 
 class Writer:
@@ -248,9 +253,8 @@ class Writer:
         ``attempts`` as for ``_retrying``, and the same for every half: a caller that retries
         forever must not see ``SinkUnavailable`` because the database went away mid-bisect.
         """
-        body = "\n".join(point.line for point in points).encode()
         try:
-            await self._write(body, len(points), self._retrying(attempts))
+            await self._write(_body(points), len(points), self._retrying(attempts))
         except SinkRejected as exc:
             self._metrics.write_errors.labels("rejected").inc()
             self._metrics.sink_up.set(1)  # the database answered: it is up

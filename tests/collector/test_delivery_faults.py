@@ -127,6 +127,27 @@ class Rig:
         publisher.connect()
         return publisher
 
+    def publish_padded_while_influx_is_down(
+        self,
+        collector: CollectorProcess,
+        broker: Mosquitto,
+        influx: InfluxDB1,
+        total: int,
+        base_ms: int,
+    ) -> Publisher:
+        """Start ``collector``, stop ``influx``, publish ``total`` padded numbered messages, and
+        return the publisher once the broker has accepted every one of them."""
+        collector.start()
+        collector.wait_subscribed()
+        influx.stop()
+        publisher = self.publisher(broker)
+        publisher.start_stream(
+            numbered_stream(self.topic_prefix, range(total), base_ms, pad_fields=PAD_FIELDS)
+        )
+        publisher.join_stream()
+        publisher.wait_accepted(total)
+        return publisher
+
     def close(self) -> None:
         """Kill collectors first (so they do not log the servers going away), then publishers."""
         for process in self.collectors:
@@ -503,15 +524,9 @@ def test_full_spool_stops_acking_instead_of_dropping(
         PARKWATCH_SPOOL__MAX_BYTES=str(MIB),
         PARKWATCH_SPOOL__SEGMENT_BYTES=str(64 * 1024),
     )
-    collector.start()
-    collector.wait_subscribed()
-    own_influx.stop()
-    publisher = rig.publisher(mosquitto)
-    publisher.start_stream(
-        numbered_stream(rig.topic_prefix, range(total), base_ms, pad_fields=PAD_FIELDS)
+    publisher = rig.publish_padded_while_influx_is_down(
+        collector, mosquitto, own_influx, total, base_ms
     )
-    publisher.join_stream()
-    publisher.wait_accepted(total)
 
     wait_until(
         lambda: metric(collector, "parkwatch_spool_full") == 1,
@@ -591,15 +606,9 @@ def test_batch_larger_than_the_spool_is_written_once_influxdb_is_back(
         PARKWATCH_WRITER__BATCH_SIZE=str(OVERSIZED_BATCH),
         PARKWATCH_WRITER__FLUSH_INTERVAL_S="10",  # the batch is cut by size, as one
     )
-    collector.start()
-    collector.wait_subscribed()
-    own_influx.stop()
-    publisher = rig.publisher(mosquitto)
-    publisher.start_stream(
-        numbered_stream(rig.topic_prefix, range(total), base_ms, pad_fields=PAD_FIELDS)
+    publisher = rig.publish_padded_while_influx_is_down(
+        collector, mosquitto, own_influx, total, base_ms
     )
-    publisher.join_stream()
-    publisher.wait_accepted(total)
     wait_until(
         lambda: metric(collector, "parkwatch_spool_full") == 1,
         timeout=WAIT_S,
