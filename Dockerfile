@@ -3,6 +3,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY parkwatch ./parkwatch
 COPY collector ./collector
 COPY rules ./rules
 COPY dashboards ./dashboards

@@ -19,10 +19,10 @@ from paho.mqtt.properties import Properties
 
 from bench.preload import payloads, publish, register_session
 from collector.adapters.mqtt import MqttSource
-from collector.config import MqttSettings
-from collector.localservers import Mosquitto
 from collector.messages import RawMessage
 from collector.metrics import Metrics
+from parkwatch.localservers import Mosquitto
+from parkwatch.settings import MqttSettings
 
 RECEIVE_MAXIMUM = 8192
 

@@ -17,9 +17,9 @@ from typing import Any
 from bench.preload import payloads, publish, register_session
 from collector.acks import AckTracker
 from collector.adapters.mqtt import MqttSource
-from collector.config import load_settings
-from collector.localservers import InfluxDB1, Mosquitto
-from collector.service import Collector
+from parkwatch.localservers import InfluxDB1, Mosquitto
+from parkwatch.service import Collector
+from parkwatch.settings import load_settings
 
 
 class _AckOnReceiptTracker(AckTracker):

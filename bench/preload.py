@@ -11,7 +11,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector.localservers import Mosquitto
+from parkwatch.localservers import Mosquitto
 
 
 def payloads(prefix: str, count: int, devices: int = 200) -> list[tuple[str, bytes]]:

@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import orjson
 
-from collector.config import DeadLetterSettings
 from collector.messages import DeadLetter
 from collector.metrics import Metrics
+from parkwatch.settings import DeadLetterSettings
 
 __all__ = ["DeadLetterFile", "run_dead_letters"]
 

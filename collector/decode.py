@@ -22,15 +22,15 @@ from typing import Final
 import orjson
 from pydantic import ValidationError
 
-from collector.config import IngestSettings
 from collector.lineproto import FieldValue, LineEncoder
-from collector.messages import DeadLetter, Point, RawMessage, Reason
+from collector.messages import DeadLetter, RawMessage, Reason
 from collector.metrics import Metrics
-from collector.schema import KIND_MODELS, Kind, Telemetry, parse_topic
+from parkwatch.points import STATUS_MEASUREMENT, Point
+from parkwatch.schema import KIND_MODELS, Kind, Telemetry, parse_topic
+from parkwatch.settings import IngestSettings
 
-__all__ = ["STATUS_MEASUREMENT", "Decoder", "run_decoder"]
+__all__ = ["Decoder", "run_decoder"]
 
-STATUS_MEASUREMENT: Final = "device_status"
 _TAG_NAMES: Final = {"connector_id": "connector"}
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,12 @@ class Decoder:
                 return self._reject(raw, Reason.NON_FINITE, rejected)
         if not fields:
             return self._reject(raw, Reason.INVALID_PAYLOAD, "no fields besides ts")
+        connector = ""
         if tag_fields:
             tags.sort()
+            connector = next((value for key, value in tags if key == "connector"), "")
         line = self._encoder.encode(kind, tuple(tags), fields, ts_ms)
-        return Point(park, kind, device, ts_ms, fields, line, raw.ticket)
+        return Point(park, kind, device, ts_ms, fields, line, raw.ticket, connector)
 
     def _take_extras(self, extra: dict[str, object], fields: dict[str, FieldValue]) -> str | None:
         """Keep finite numeric and boolean extras (numbers as float); None, or why to reject."""
@@ -156,7 +158,9 @@ class Decoder:
         tags = (("device", device), ("kind", kind), ("park", park))
         fields: dict[str, FieldValue] = {"online": online}
         line = self._encoder.encode(STATUS_MEASUREMENT, tags, fields, ts_ms)
-        return Point(park, STATUS_MEASUREMENT, device, ts_ms, fields, line, raw.ticket)
+        return Point(
+            park, STATUS_MEASUREMENT, device, ts_ms, fields, line, raw.ticket, device_kind=kind
+        )
 
     def _skew(self, ts_ms: int) -> str | None:
         offset = ts_ms / 1000 - self._clock()

@@ -4,7 +4,7 @@ Hand-rolled rather than ``influxdb_client.Point`` for speed: ``bench/bench_linep
 both in one run (see the README for the figures). Escaping follows the line-protocol reference:
 measurement: comma and space; tag keys and values, field keys: comma, equals sign and space;
 string field values: double quote and backslash. Topic ids never contain backslashes or control
-characters (``collector.schema.parse_topic`` rejects them), which is what makes tag escaping total.
+characters (``parkwatch.schema.parse_topic`` rejects them), which is what makes tag escaping total.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from typing import Final
+
+from parkwatch.points import FieldValue
 
 __all__ = [
     "FieldValue",
@@ -22,7 +24,6 @@ __all__ = [
     "field_value",
 ]
 
-FieldValue = float | int | bool | str
 
 CACHE_LIMIT: Final = 100_000
 """Series and field keys remembered by ``LineEncoder``; the caches start over past this."""

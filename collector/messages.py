@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector.lineproto import FieldValue
-
-__all__ = ["DeadLetter", "Point", "RawMessage", "Reason"]
+__all__ = ["DeadLetter", "RawMessage", "Reason"]
 
 
 class Reason:
@@ -40,19 +38,6 @@ class RawMessage:
     topic: str
     payload: bytes
     received_at: float
-    ticket: int
-
-
-@dataclass(slots=True, frozen=True)
-class Point:
-    """A validated message: its line-protocol line plus what the KPI and rule stages need."""
-
-    park: str
-    kind: str
-    device: str
-    ts_ms: int
-    fields: dict[str, FieldValue]
-    line: str
     ticket: int
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from collector.config import InfluxSettings
+from parkwatch.settings import InfluxSettings
 
 __all__ = ["Sink", "make_sink"]
 

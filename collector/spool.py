@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, ParamSpec, Self, TypeVar
 
-from collector.errors import SpoolCorrupt, SpoolError, SpoolFull
+from parkwatch.errors import SpoolCorrupt, SpoolError, SpoolFull
 
 __all__ = ["Spool", "SpoolPosition", "SpoolRecord", "SpoolStats"]
 

@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from tenacity import (
     AsyncRetrying,
@@ -38,19 +37,17 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from collector.config import WriterSettings
-from collector.errors import SinkRejected, SinkUnavailable, SpoolFull
-from collector.messages import DeadLetter, Point, Reason
+from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
 from collector.sink import Sink
 from collector.spool import Spool
+from parkwatch.errors import SinkRejected, SinkUnavailable, SpoolFull
+from parkwatch.points import NO_TICKET, Point
+from parkwatch.settings import WriterSettings
 
 __all__ = ["Batch", "Writer"]
 
 log = logging.getLogger(__name__)
-
-NO_TICKET: Final = -1
-"""Ticket of a dead letter from a replayed batch: its MQTT message was acked long ago."""
 
 
 @dataclass(slots=True)

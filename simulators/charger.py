@@ -11,7 +11,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from collector.schema import ChargerStatus, OcppErrorCode
+from parkwatch.schema import ChargerStatus, OcppErrorCode
 from simulators.simtime import Instant
 from simulators.weather import ambient_temp_c
 

@@ -10,15 +10,17 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import TypeAdapter, ValidationError
 
-from collector.errors import ParkwatchError
+from parkwatch.errors import ParkwatchError
+from parkwatch.settings import MqttSettings, load_settings
 from simulators.faults import Scenario, Seconds, load_scenario, parse_fault_flag
 from simulators.fleet import FleetSpec, default_fleet, load_fleet
 from simulators.generate import iter_messages
-from simulators.runner import FleetRunStats, parse_mqtt_url, run_fleet
+from simulators.runner import FleetRunStats, mqtt_target, run_fleet
 from simulators.simtime import SHANGHAI, default_start
 
 __all__ = ["simulate"]
@@ -47,6 +49,12 @@ def parse_start(value: str | None) -> datetime | None:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 date/time") from exc
     # A bare local time means Shanghai time: that is where the parks are.
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
+
+
+def _mqtt_settings(config_file: Path | None, mqtt_url: str | None) -> MqttSettings:
+    """The ``mqtt`` section of the one settings tree; ``--mqtt-url`` overrides its URL."""
+    overrides: dict[str, Any] = {"mqtt": {"url": mqtt_url}} if mqtt_url else {}
+    return load_settings(config_file, **overrides).mqtt
 
 
 def _fleet(fleet_file: Path | None, parks: str | None) -> FleetSpec:
@@ -86,13 +94,20 @@ async def _run_live(run: Callable[[asyncio.Event], Awaitable[FleetRunStats]]) ->
 )
 @click.option("--parks", help="Comma-separated park ids to run (default: all of the fleet).")
 @click.option(
-    "--mqtt-url",
-    default="mqtt://127.0.0.1:1883",
-    show_default=True,
-    envvar="PARKWATCH_MQTT_URL",
-    help="Broker, mqtt://[user:password@]host[:port].",
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The settings file shared by every subcommand (its [mqtt] section is used).",
 )
-@click.option("--prefix", default="parks", show_default=True, help="First topic segment.")
+@click.option(
+    "--mqtt-url",
+    default=None,
+    help="Broker, mqtt://[user:password@]host[:port] (default: the settings' mqtt.url, "
+    "i.e. PARKWATCH_MQTT__URL or the config file).",
+)
+@click.option(
+    "--prefix", default=None, help="First topic segment (default: the settings' mqtt.topic_prefix)."
+)
 @click.option(
     "--speed",
     type=click.FloatRange(min=0, min_open=True),
@@ -157,8 +172,9 @@ def simulate(  # click passes every option by keyword
     *,
     fleet_file: Path | None,
     parks: str | None,
-    mqtt_url: str,
-    prefix: str,
+    config_file: Path | None,
+    mqtt_url: str | None,
+    prefix: str | None,
     speed: float,
     start_text: str | None,
     seed: int,
@@ -175,6 +191,8 @@ def simulate(  # click passes every option by keyword
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
     duration_s, start = _duration(duration_text), parse_start(start_text)
     try:
+        mqtt = _mqtt_settings(config_file, mqtt_url)
+        prefix = prefix or mqtt.topic_prefix
         fleet = _fleet(fleet_file, parks)
         scenario = _scenario(scenario_file, faults)
         if print_only or rate is not None:
@@ -190,7 +208,7 @@ def simulate(  # click passes every option by keyword
             # Imported here: rate mode is the only user of gmqtt.
             from simulators.rate import publish_at_rate  # noqa: PLC0415
 
-            target = parse_mqtt_url(mqtt_url)
+            target = mqtt_target(mqtt)
             pool = list(itertools.islice(messages, count))
             report = asyncio.run(
                 publish_at_rate(
@@ -210,7 +228,7 @@ def simulate(  # click passes every option by keyword
             _run_live(
                 lambda stop: run_fleet(
                     fleet,
-                    mqtt_url=mqtt_url,
+                    mqtt=mqtt,
                     prefix=prefix,
                     speed=speed,
                     start=start,

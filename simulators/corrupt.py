@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from typing import Final
 
-from collector.schema import Kind
+from parkwatch.schema import Kind
 from simulators.faults import DeviceId, FaultKind, FaultSpec, Window
 from simulators.payloads import COUNTER_FIELDS, Payload, encode
 

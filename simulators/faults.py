@@ -28,8 +28,8 @@ from typing import Annotated, Any, Final, NamedTuple
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from collector.errors import ConfigError
-from collector.schema import Kind, OcppErrorCode
+from parkwatch.errors import ConfigError
+from parkwatch.schema import Kind, OcppErrorCode
 
 __all__ = [
     "PHYSICAL_FAULTS",

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Final, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from collector.errors import ConfigError
-from collector.schema import Kind
+from parkwatch.errors import ConfigError
+from parkwatch.schema import Kind
 
 __all__ = [
     "DEFAULT_PARK_IDS",

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from collector.schema import Kind, telemetry_topic
+from parkwatch.schema import Kind, telemetry_topic
 from simulators.corrupt import PayloadCorrupter
 from simulators.faults import DeviceId, FaultKind, FaultPlan, Scenario
 from simulators.fleet import FleetSpec

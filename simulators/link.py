@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.errors import SourceError
+from parkwatch.errors import SourceError
 from simulators.faults import DeviceId
 
 if TYPE_CHECKING:  # paho defines it for type checkers only

@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from collector.schema import Kind
+from parkwatch.schema import Kind
 from simulators.charger import ChargePoint
 from simulators.faults import DeviceId, FaultKind, FaultPlan
 from simulators.fleet import ParkSpec

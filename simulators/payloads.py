@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import orjson
 
-from collector.schema import Kind
+from parkwatch.schema import Kind
 from simulators.faults import DeviceId
 from simulators.park import Park
 

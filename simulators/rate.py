@@ -42,7 +42,7 @@ from gmqtt.mqtt.constants import MQTTv311  # type: ignore[import-untyped]
 from gmqtt.mqtt.handler import MQTTConnectError  # type: ignore[import-untyped]
 from gmqtt.storage import PersistentStorage  # type: ignore[import-untyped]
 
-from collector.errors import SourceError
+from parkwatch.errors import SourceError
 
 __all__ = ["ACK_TIMEOUT_S", "RateReport", "publish_at_rate"]
 

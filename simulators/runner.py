@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
-from urllib.parse import unquote, urlsplit
 
-from collector.errors import ConfigError, SourceError
-from collector.schema import status_topic
+from pydantic import ValidationError
+
+from parkwatch.errors import ConfigError, SourceError
+from parkwatch.schema import status_topic
+from parkwatch.settings import MqttSettings
 from simulators.faults import DeviceId, Scenario
 from simulators.fleet import FleetSpec
 from simulators.generate import device_ids, iter_ticks
@@ -31,7 +33,7 @@ from simulators.link import DeviceLink
 from simulators.payloads import status_payload
 from simulators.simtime import Pacer, default_start
 
-__all__ = ["FleetRunStats", "MqttTarget", "parse_mqtt_url", "run_fleet"]
+__all__ = ["FleetRunStats", "MqttTarget", "mqtt_target", "parse_mqtt_url", "run_fleet"]
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +56,37 @@ class MqttTarget:
     password: str | None = None
 
 
+def mqtt_target(settings: MqttSettings) -> MqttTarget:
+    """Where to publish, from the ``mqtt`` section of the one settings tree."""
+    if settings.tls:
+        raise ConfigError(f"simulators: {settings.redacted_url()}: TLS (mqtts://) is not supported")
+    credentials = settings.credentials()
+    user, password = credentials if credentials is not None else (None, None)
+    return MqttTarget(host=settings.host, port=settings.port, username=user, password=password)
+
+
 def parse_mqtt_url(url: str) -> MqttTarget:
-    """Parse ``mqtt://`` (or ``tcp://``) URLs; TLS (``mqtts://``) is not supported here."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"mqtt", "tcp"} or not parts.hostname:
-        raise ConfigError(f"MQTT URL {url!r}: expected mqtt://host[:port]")
+    """``mqtt://[user:password@]host[:port]`` as a target; ``ConfigError`` if it is not one."""
     try:
-        port = parts.port or 1883
-    except ValueError as exc:
-        raise ConfigError(f"MQTT URL {url!r}: {exc}") from exc
-    return MqttTarget(
-        host=parts.hostname,
-        port=port,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+        settings = MqttSettings(url=url)
+        settings.port  # noqa: B018 - a port out of range raises only when read
+    except (ValidationError, ValueError) as exc:
+        raise ConfigError(f"MQTT URL: {_first_error(exc)}") from exc
+    return mqtt_target(settings)
+
+
+def _target(mqtt: MqttSettings | None, mqtt_url: str | None) -> MqttTarget:
+    if mqtt is not None:
+        return mqtt_target(mqtt)
+    if mqtt_url is not None:
+        return parse_mqtt_url(mqtt_url)
+    raise ConfigError("run_fleet needs mqtt settings or an mqtt_url")
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return str(exc.errors()[0]["msg"])
+    return str(exc)
 
 
 @dataclass(slots=True)
@@ -154,7 +172,8 @@ class _Fleet:
 async def run_fleet(
     fleet: FleetSpec,
     *,
-    mqtt_url: str,
+    mqtt_url: str | None = None,
+    mqtt: MqttSettings | None = None,
     prefix: str = "parks",
     speed: float = 1.0,
     start: datetime | None = None,
@@ -164,8 +183,11 @@ async def run_fleet(
     stop: asyncio.Event | None = None,
     on_publish: OnPublish | None = None,
 ) -> FleetRunStats:
-    """Publish ``fleet`` in realistic mode until ``duration_s`` (simulated), ``stop`` or cancel."""
-    target = parse_mqtt_url(mqtt_url)
+    """Publish ``fleet`` in realistic mode until ``duration_s`` (simulated), ``stop`` or cancel.
+
+    The broker is ``mqtt`` (the settings tree's section) or, for tests, a bare ``mqtt_url``.
+    """
+    target = _target(mqtt, mqtt_url)
     pacer = Pacer(speed)
     start = start or default_start(fleet.step_s)
     conns = _Fleet(device_ids(fleet), target, prefix)

@@ -1,6 +1,6 @@
 """Battery energy storage: a time-of-use dispatch rule and a battery that obeys its limits.
 
-Sign convention (as in :class:`collector.schema.StorageTelemetry`): ``power_kw`` is measured at the
+Sign convention (as in :class:`parkwatch.schema.StorageTelemetry`): ``power_kw`` is measured at the
 AC terminal, positive when discharging into the park, negative when charging. The counters
 ``charged_kwh`` / ``discharged_kwh`` count AC energy, so they enter the park's energy balance
 directly; the conversion losses show up in the state of charge instead (round-trip efficiency =

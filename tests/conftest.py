@@ -16,7 +16,7 @@ from types import FrameType
 
 import pytest
 
-from collector.localservers import (
+from parkwatch.localservers import (
     InfluxDB1,
     Mosquitto,
     VictoriaMetrics,

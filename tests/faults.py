@@ -1,7 +1,7 @@
 """Harness for the delivery fault tests: the collector as a child process, a numbered publisher.
 
 The fault tests (tests/collector/test_delivery_faults.py) crash and restart things, so the
-collector under test runs as a separate process (``python -m collector run``, configured through
+collector under test runs as a separate process (``python -m parkwatch run``, configured through
 ``PARKWATCH_*`` environment variables) and is observed only from outside: its ``/metrics`` and
 ``/healthz``, its log file, its spool directory and what reached InfluxDB. Everything here is
 synchronous (threads, ``subprocess``, ``urllib``): the tests block on real processes and poll them
@@ -41,8 +41,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.localservers import InfluxDB1, Mosquitto, free_port
 from collector.spool import Spool
+from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
 
 __all__ = [
     "DEVICES",
@@ -224,7 +224,7 @@ def _kill_leftovers() -> None:
 
 
 class CollectorProcess:
-    """``python -m collector run`` as a child process with a fixed identity across restarts.
+    """``python -m parkwatch run`` as a child process with a fixed identity across restarts.
 
     Same HTTP port, MQTT client id, spool directory and dead-letter file on every start; stdout and
     stderr are appended to ``log_path`` (each start marked), whose tail goes into failure messages.
@@ -296,7 +296,7 @@ class CollectorProcess:
             log.write(f"===== test harness: start #{self.starts} =====\n".encode())
             log.flush()
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "collector", "run"],
+                [sys.executable, "-m", "parkwatch", "run"],
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -12,9 +12,9 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.config import Settings, load_settings
-from collector.localservers import InfluxDB1, Mosquitto
-from collector.service import Collector
+from parkwatch.localservers import InfluxDB1, Mosquitto
+from parkwatch.service import Collector
+from parkwatch.settings import Settings, load_settings
 
 
 @asynccontextmanager

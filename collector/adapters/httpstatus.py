@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from time import time
 
-from collector.errors import SinkError, SinkRejected, SinkUnavailable
+from parkwatch.errors import SinkError, SinkRejected, SinkUnavailable
 
 __all__ = ["error_for_status", "retry_after_seconds"]
 

@@ -9,8 +9,8 @@ import aiohttp
 import orjson
 
 from collector.adapters.httpstatus import error_for_status
-from collector.config import InfluxSettings
-from collector.errors import SinkError, SinkRejected, SinkUnavailable
+from parkwatch.errors import SinkError, SinkRejected, SinkUnavailable
+from parkwatch.settings import InfluxSettings
 
 __all__ = ["InfluxV1Sink"]
 

@@ -12,8 +12,8 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.domain.write_precision import WritePrecision
 
 from collector.adapters.httpstatus import error_for_status
-from collector.config import InfluxSettings
-from collector.errors import SinkUnavailable
+from parkwatch.errors import SinkUnavailable
+from parkwatch.settings import InfluxSettings
 
 __all__ = ["InfluxV2Sink"]
 

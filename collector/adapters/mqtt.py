@@ -32,10 +32,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
 
 from collector.acks import AckTracker
-from collector.config import MqttSettings
-from collector.errors import SourceError
 from collector.messages import RawMessage
 from collector.metrics import Metrics
+from parkwatch.errors import SourceError
+from parkwatch.settings import MqttSettings
 
 __all__ = ["BufferedClient", "MqttSource"]
 

@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.config import DeadLetterSettings
 from collector.deadletter import DeadLetterFile, run_dead_letters
 from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
+from parkwatch.settings import DeadLetterSettings
 
 RECEIVED_AT = 1_700_000_000.5
 TOPIC = "parks/caohejing/microgrid/meter-1/telemetry"

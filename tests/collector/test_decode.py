@@ -11,10 +11,11 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from collector.config import IngestSettings
-from collector.decode import STATUS_MEASUREMENT, Decoder
-from collector.messages import DeadLetter, Point, RawMessage, Reason
+from collector.decode import Decoder
+from collector.messages import DeadLetter, RawMessage, Reason
 from collector.metrics import Metrics
+from parkwatch.points import STATUS_MEASUREMENT, Point
+from parkwatch.settings import IngestSettings
 
 NOW_S = 1_700_000_000.0  # the decoder's clock in every test
 NOW_MS = 1_700_000_000_000

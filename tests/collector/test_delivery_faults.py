@@ -19,7 +19,7 @@ fuzz                                   10 000+ bad payloads/topics: all dead-let
 batch_larger_than_the_spool            one batch bigger than the whole spool is still written
 =====================================  =========================================================
 
-The collector runs as ``python -m collector run`` (tests/faults.py), configured through
+The collector runs as ``python -m parkwatch run`` (tests/faults.py), configured through
 ``PARKWATCH_*`` variables, with its own spool, dead-letter file, HTTP port and MQTT client id; it is
 observed from outside through ``/metrics``, ``/healthz``, its log and InfluxDB. Servers a test
 stops or restarts are its own (in ``tmp_path``); the others are the session's. Counts each test
@@ -42,11 +42,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from collector.config import IngestSettings
 from collector.decode import Decoder
-from collector.localservers import InfluxDB1, Mosquitto
-from collector.messages import Point, RawMessage, Reason
+from collector.messages import RawMessage, Reason
 from collector.metrics import Metrics
+from parkwatch.localservers import InfluxDB1, Mosquitto
+from parkwatch.points import Point
+from parkwatch.settings import IngestSettings
 from tests.faults import (
     FAULT_SCALE,
     CollectorProcess,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.lineproto import encode_line, escape_measurement, escape_tag, field_value
-from collector.localservers import InfluxDB1
+from parkwatch.localservers import InfluxDB1
 
 # -- escaping ------------------------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ def test_all_field_kinds_in_one_line_keep_their_order() -> None:
 
 # -- round trip through the real InfluxDB 1.x -----------------------------------------------------
 
-# What ``collector.schema.parse_topic`` lets through as an id: printable, no backslash. The
+# What ``parkwatch.schema.parse_topic`` lets through as an id: printable, no backslash. The
 # sampled characters are the ones line protocol treats specially, so they come up often.
 _SPECIAL = [*" ,=\"'#{}[]:;", "é", "中", "ß", "😀", "🔋", "\u00a0"]
 _PRINTABLE = st.characters(

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.errors import SpoolError, SpoolFull
 from collector.spool import Spool, SpoolPosition, SpoolRecord
+from parkwatch.errors import SpoolError, SpoolFull
 
 HEADER = 12  # bytes of record header on disk: magic, length, crc32
 WAIT = 10.0  # seconds an awaited event may take before the test fails
@@ -161,7 +161,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(directory: Path) -> Non
 FAILING_CHILD = """
 import asyncio, resource, signal, sys
 from pathlib import Path
-from collector.errors import SpoolError
+from parkwatch.errors import SpoolError
 from collector.spool import Spool
 
 # A real write error: past RLIMIT_FSIZE, write() fails with EFBIG (once SIGXFSZ is ignored).

@@ -15,14 +15,15 @@ import orjson
 import pytest
 from tenacity import AsyncRetrying
 
-from collector.config import DeadLetterSettings, WriterSettings
 from collector.deadletter import DeadLetterFile, run_dead_letters
-from collector.errors import SinkRejected, SinkUnavailable
-from collector.messages import DeadLetter, Point, Reason
+from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
 from collector.sink import Sink
 from collector.spool import Spool
-from collector.writer import NO_TICKET, Batch, Writer
+from collector.writer import Batch, Writer
+from parkwatch.errors import SinkRejected, SinkUnavailable
+from parkwatch.points import NO_TICKET, Point
+from parkwatch.settings import DeadLetterSettings, WriterSettings
 from tests.helpers import until
 
 BASE_MS = 1_700_000_000_000

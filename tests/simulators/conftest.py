@@ -7,9 +7,9 @@ from datetime import datetime
 
 import pytest
 
-from collector.localservers import Mosquitto
+from parkwatch.localservers import Mosquitto
 from simulators.simtime import SHANGHAI
-from simulators.testing import MqttSubscriber
+from tests.simulators.subscriber import MqttSubscriber
 
 
 @pytest.fixture(scope="session")

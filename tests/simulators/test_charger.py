@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from collector.schema import ChargerStatus, OcppErrorCode
+from parkwatch.schema import ChargerStatus, OcppErrorCode
 from simulators.charger import ChargePoint, Connector, arrival_rate_per_h, taper
 from simulators.simtime import SHANGHAI, Instant, instant_at
 

@@ -9,7 +9,7 @@ import orjson
 import pydantic
 import pytest
 
-from collector.schema import (
+from parkwatch.schema import (
     ChargerStatus,
     ChargerTelemetry,
     MicrogridTelemetry,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import simulators
-from collector.errors import ConfigError
-from collector.schema import Kind, OcppErrorCode
+from parkwatch.errors import ConfigError
+from parkwatch.schema import Kind, OcppErrorCode
 from simulators.faults import (
     DeviceId,
     FaultKind,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import simulators
-from collector.errors import ConfigError
-from collector.schema import Kind
+from parkwatch.errors import ConfigError
+from parkwatch.schema import Kind
 from simulators.fleet import DEFAULT_PARK_IDS, FleetSpec, ParkSpec, default_fleet, load_fleet
 
 EXAMPLE = Path(simulators.__file__).parent / "fleet.example.yaml"

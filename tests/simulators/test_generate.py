@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.schema import KIND_MODELS, Kind, parse_topic
+from parkwatch.schema import KIND_MODELS, Kind, parse_topic
 from simulators.fleet import FleetSpec, Intervals, ParkSpec, default_fleet
 from simulators.generate import device_ids, iter_messages, iter_ticks
 

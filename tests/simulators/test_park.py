@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.schema import Kind, parse_topic
+from parkwatch.schema import Kind, parse_topic
 from simulators.fleet import FleetSpec, default_fleet
 from simulators.generate import iter_messages
 from simulators.park import Park

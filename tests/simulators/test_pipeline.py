@@ -6,8 +6,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from collector.localservers import InfluxDB1, Mosquitto
-from collector.schema import Kind
+from parkwatch.localservers import InfluxDB1, Mosquitto
+from parkwatch.schema import Kind
 from simulators.fleet import FleetSpec
 from simulators.generate import iter_messages
 from simulators.runner import run_fleet

@@ -8,12 +8,12 @@ from datetime import datetime
 
 import pytest
 
-from collector.errors import SourceError
-from collector.localservers import Mosquitto
+from parkwatch.errors import SourceError
+from parkwatch.localservers import Mosquitto
 from simulators.fleet import default_fleet
 from simulators.generate import iter_messages
 from simulators.rate import RateReport, publish_at_rate
-from simulators.testing import MqttSubscriber
+from tests.simulators.subscriber import MqttSubscriber
 
 pytestmark = pytest.mark.servers
 

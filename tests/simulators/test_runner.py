@@ -10,13 +10,13 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from collector.errors import ConfigError, SourceError
-from collector.localservers import Mosquitto
-from collector.schema import Kind
+from parkwatch.errors import ConfigError, SourceError
+from parkwatch.localservers import Mosquitto
+from parkwatch.schema import Kind
 from simulators.faults import FaultKind, FaultSpec, Scenario
 from simulators.fleet import FleetSpec
 from simulators.runner import MqttTarget, parse_mqtt_url, run_fleet
-from simulators.testing import MqttSubscriber
+from tests.simulators.subscriber import MqttSubscriber
 
 pytestmark = pytest.mark.servers
 
@@ -43,7 +43,7 @@ def _kinds(sub: MqttSubscriber) -> Counter[Kind]:
     ("url", "target"),
     [
         ("mqtt://broker", MqttTarget("broker", 1883)),
-        ("tcp://10.0.0.5:1884", MqttTarget("10.0.0.5", 1884)),
+        ("mqtt://10.0.0.5:1884", MqttTarget("10.0.0.5", 1884)),
         ("mqtt://sim:s%40cret@localhost:1883", MqttTarget("localhost", 1883, "sim", "s@cret")),
     ],
 )
@@ -51,7 +51,9 @@ def test_parse_mqtt_url(url: str, target: MqttTarget) -> None:
     assert parse_mqtt_url(url) == target
 
 
-@pytest.mark.parametrize("url", ["http://x", "mqtt://", "mqtts://x:8883", "mqtt://x:99999"])
+@pytest.mark.parametrize(
+    "url", ["http://x", "tcp://x", "mqtt://", "mqtts://x:8883", "mqtt://x:99999"]
+)
 def test_parse_mqtt_url_rejects(url: str) -> None:
     with pytest.raises(ConfigError):
         parse_mqtt_url(url)

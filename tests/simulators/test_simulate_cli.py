@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 import simulators
-from collector.localservers import Mosquitto
-from collector.schema import KIND_MODELS, Kind
+from parkwatch.localservers import Mosquitto
+from parkwatch.schema import KIND_MODELS, Kind
 from simulators.cli import simulate
 
 EXAMPLES = Path(simulators.__file__).parent
@@ -67,7 +67,7 @@ def test_print_with_fleet_scenario_and_fault_flag() -> None:
         (["--print", "--duration", "1m", "--start", "yesterday"], "not an ISO 8601"),
         (["--print", "--duration", "1m", "--parks", "Bad Park"], "invalid park ids"),
         (["--print", "--duration", "1m", "--fault", "offline"], "expected FAULT"),
-        (["--mqtt-url", "http://x", "--duration", "1m"], "expected mqtt://"),
+        (["--mqtt-url", "http://x", "--duration", "1m"], "must look like mqtt://"),
     ],
 )
 def test_bad_arguments_are_reported(args: list[str], message: str) -> None:
@@ -92,3 +92,18 @@ def test_live_and_rate_mode_against_mosquitto(mosquitto: Mosquitto, topic_prefix
     )  # fmt: skip
     assert code == 0, out
     assert "sent 500, acknowledged 500" in out
+
+
+@pytest.mark.servers
+def test_the_broker_and_prefix_come_from_the_shared_settings_tree(
+    mosquitto: Mosquitto, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``parkwatch simulate`` reads PARKWATCH_MQTT__URL like ``parkwatch run`` does."""
+    monkeypatch.setenv("PARKWATCH_MQTT__URL", mosquitto.url)
+    monkeypatch.setenv("PARKWATCH_MQTT__TOPIC_PREFIX", topic_prefix)
+    code, out = _run("--parks", "hongqiao", "--rate", "0", "--count", "50")
+    assert code == 0, out
+    assert "sent 50, acknowledged 50" in out
+    monkeypatch.setenv("PARKWATCH_MQTT__URL", "mqtt://127.0.0.1:1")  # nothing listens there
+    code, out = _run("--parks", "hongqiao", "--rate", "0", "--count", "50")
+    assert code != 0

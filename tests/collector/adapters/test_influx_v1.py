@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from collector.adapters.influx_v1 import InfluxV1Sink
-from collector.config import InfluxSettings
-from collector.errors import SinkRejected, SinkUnavailable
-from collector.localservers import InfluxDB1, free_port
+from parkwatch.errors import SinkRejected, SinkUnavailable
+from parkwatch.localservers import InfluxDB1, free_port
+from parkwatch.settings import InfluxSettings
 from tests.helpers import until
 
 pytestmark = pytest.mark.servers

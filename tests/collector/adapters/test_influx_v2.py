@@ -21,9 +21,9 @@ from pydantic import SecretStr
 from collector.adapters import httpstatus
 from collector.adapters.httpstatus import error_for_status, retry_after_seconds
 from collector.adapters.influx_v2 import InfluxV2Sink
-from collector.config import InfluxSettings
-from collector.errors import SinkRejected, SinkUnavailable
-from collector.localservers import VictoriaMetrics, free_port
+from parkwatch.errors import SinkRejected, SinkUnavailable
+from parkwatch.localservers import VictoriaMetrics, free_port
+from parkwatch.settings import InfluxSettings
 from tests.helpers import until
 
 TOKEN = "v2-test-token"

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from collector.adapters.mqtt import MqttSource
-from collector.config import MqttSettings
-from collector.errors import SourceError
-from collector.localservers import Mosquitto
 from collector.messages import RawMessage
 from collector.metrics import Metrics
+from parkwatch.errors import SourceError
+from parkwatch.localservers import Mosquitto
+from parkwatch.settings import MqttSettings
 from tests.helpers import publish_all, until
 
 

@@ -17,7 +17,7 @@ def run_demo(workdir: Path, *options: str) -> tuple[str, int, int]:
         [
             sys.executable,
             "-m",
-            "collector",
+            "parkwatch",
             "demo",
             "--speed",
             "600",

@@ -30,7 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from collector.errors import ConfigError
+from parkwatch.errors import ConfigError
 
 __all__ = [
     "DeadLetterSettings",

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from collector.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
+from parkwatch.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from tests.helpers import collector_settings, publish_all, running_collector, until
 
 PER_KIND = 150

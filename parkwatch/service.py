@@ -23,15 +23,16 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from collector.adapters.mqtt import MqttSource
-from collector.config import Settings
 from collector.deadletter import DeadLetterFile, run_dead_letters
 from collector.decode import Decoder, run_decoder
-from collector.http import HttpServer
-from collector.messages import DeadLetter, Point, RawMessage
+from collector.messages import DeadLetter, RawMessage
 from collector.metrics import Metrics
 from collector.sink import Sink, make_sink
 from collector.spool import Spool
 from collector.writer import Writer
+from parkwatch.http import HttpServer
+from parkwatch.points import Point
+from parkwatch.settings import Settings
 
 __all__ = ["Collector"]
 

@@ -18,7 +18,7 @@ __all__ = ["BrokerAddress", "MqttSubscriber", "Received"]
 
 
 class BrokerAddress(Protocol):
-    """Where a test broker listens (``collector.localservers.Mosquitto`` fits)."""
+    """Where a test broker listens (``parkwatch.localservers.Mosquitto`` fits)."""
 
     @property
     def host(self) -> str:

@@ -33,11 +33,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from collector.config import Settings, load_settings
-from collector.errors import ServerError
-from collector.localservers import InfluxDB1, Mosquitto, free_port
-from collector.messages import Point
-from collector.service import Collector
+from parkwatch.errors import ServerError
+from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
+from parkwatch.points import Point
+from parkwatch.service import Collector
+from parkwatch.settings import Settings, load_settings
 
 __all__ = ["DemoOptions", "LiveView", "run_demo"]
 

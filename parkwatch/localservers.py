@@ -58,7 +58,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
-from collector.errors import ServerError
+from parkwatch.errors import ServerError
 
 __all__ = [
     "NO_LOSS_SETTINGS",

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 import orjson
 
-from collector.config import Settings, load_settings
-from collector.errors import ConfigError
-from collector.schema import json_schemas
+from parkwatch.errors import ConfigError
+from parkwatch.schema import json_schemas
+from parkwatch.settings import Settings, load_settings
 
 __all__ = ["main"]
 
@@ -25,7 +25,7 @@ def _configure_logging(level: str) -> None:
 
 
 async def _run_collector(settings: Settings) -> None:
-    from collector.service import Collector  # noqa: PLC0415 - keep `parkwatch schema` light
+    from parkwatch.service import Collector  # noqa: PLC0415 - keep `parkwatch schema` light
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,7 +122,7 @@ def demo(  # click passes the options by keyword
     live: bool | None,
 ) -> None:
     """Run local Mosquitto + InfluxDB, the collector and simulated parks, with a live view."""
-    from collector.demo import DemoOptions, run_demo  # noqa: PLC0415 - heavy, demo only
+    from parkwatch.demo import DemoOptions, run_demo  # noqa: PLC0415 - heavy, demo only
 
     _configure_logging("WARNING")
     from simulators.cli import parse_start  # noqa: PLC0415

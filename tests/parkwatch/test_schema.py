@@ -8,8 +8,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from collector.cli import main
-from collector.schema import (
+from parkwatch.cli import main
+from parkwatch.schema import (
     KIND_MODELS,
     ChargerTelemetry,
     Kind,

@@ -1,4 +1,4 @@
-"""Exercise the real servers of collector.localservers: MQTT delivery, auth, TLS, persistence,
+"""Exercise the real servers of parkwatch.localservers: MQTT delivery, auth, TLS, persistence,
 InfluxDB and VictoriaMetrics round trips, crash and restart, and the shipped broker config."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.errors import ServerError
-from collector.localservers import (
+from parkwatch.errors import ServerError
+from parkwatch.localservers import (
     NO_LOSS_SETTINGS,
     InfluxDB1,
     Mosquitto,

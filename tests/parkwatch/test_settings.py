@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import MqttSettings, Settings, load_settings
-from collector.errors import ConfigError
+from parkwatch.errors import ConfigError
+from parkwatch.settings import MqttSettings, Settings, load_settings
 
 TOKEN = "s3cr3t-token-value"
 PASSWORD = "hunter2-mqtt-pass"

@@ -1,0 +1,43 @@
+"""The validated reading as it travels the pipeline: what the KPI and rule stages consume.
+
+Plain frozen, slotted objects (pydantic stays at the boundaries). The decoder makes them; the
+writer stores their ``line`` and settles their ``ticket``; the KPI and rule stages read ``park``,
+``kind``, ``device``, ``connector``, ``ts_ms`` and ``fields``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["NO_TICKET", "STATUS_MEASUREMENT", "FieldValue", "Point"]
+
+FieldValue = float | int | bool | str
+"""A field value as InfluxDB stores it."""
+
+STATUS_MEASUREMENT: Final = "device_status"
+"""``kind`` of a point made from a device's status message (birth message or last will)."""
+
+NO_TICKET: Final = -1
+"""Ticket of a point that no MQTT message waits on (a derived point, a replayed line)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Point:
+    """A validated message: its line-protocol line plus what the KPI and rule stages need.
+
+    For a status point ``kind`` is :data:`STATUS_MEASUREMENT` and ``fields`` is
+    ``{"online": bool}``; the device's own kind is in ``device_kind``.
+    """
+
+    park: str
+    kind: str
+    device: str
+    ts_ms: int
+    fields: dict[str, FieldValue]
+    line: str
+    ticket: int
+    connector: str = ""
+    """The charger connector id as a string ("" for the other kinds)."""
+    device_kind: str = ""
+    """The device's kind for status points ("" otherwise: then it is ``kind``)."""
