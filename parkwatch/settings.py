@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -34,12 +35,20 @@ from parkwatch.errors import ConfigError
 
 __all__ = [
     "DeadLetterSettings",
+    "GrafanaSettings",
     "HttpSettings",
     "InfluxSettings",
     "IngestSettings",
+    "KpiSettings",
     "MqttSettings",
+    "NotifySettings",
+    "ParkProfile",
+    "ParkTargets",
+    "ParksSettings",
+    "RulesSettings",
     "Settings",
     "SpoolSettings",
+    "StateSettings",
     "WriterSettings",
     "load_settings",
 ]
@@ -222,8 +231,131 @@ class HttpSettings(_Section):
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port.")
 
 
+class ParkTargets(_Section):
+    """A park's green targets: thresholds of the shipped rules, colours of the dashboards."""
+
+    self_sufficiency_pct_min: float = Field(
+        default=30.0, ge=0, le=100, description="On-site renewable share of consumption, at least."
+    )
+    carbon_intensity_t_per_tce_max: float = Field(
+        default=3.0,
+        gt=0,
+        description="tCO2 per tce consumed, at most (pure East China grid power: about 4.48).",
+    )
+    site5g_kwh_per_gb_max: float = Field(
+        default=0.1, gt=0, description="5G site energy per GB of traffic, at most."
+    )
+    storage_rte_pct_min: float = Field(
+        default=85.0,
+        ge=0,
+        le=100,
+        description="Storage round-trip efficiency (1d), at least.",
+    )
+
+
+class ParkProfile(_Section):
+    """What parkwatch knows of one park beyond its telemetry."""
+
+    name: str | None = Field(default=None, description="Display name (default: the park id).")
+    timezone: str = Field(default="Asia/Shanghai", description="Where the 1d KPI window starts.")
+    emission_factor_kg_per_kwh: float = Field(
+        default=0.5500,
+        ge=0,
+        le=2,
+        description="Grid emission factor, kgCO2/kWh (default: East China grid 2023, MEE/NBS).",
+    )
+    targets: ParkTargets = ParkTargets()
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+
+class ParksSettings(_Section):
+    """Per-park configuration: ``defaults`` for every park, ``overrides`` by park id.
+
+    An override names only what differs, e.g. ``[parks.overrides.lingang.targets]
+    self_sufficiency_pct_min = 40``; the rest comes from ``defaults``. Unknown parks use the
+    defaults.
+    """
+
+    defaults: ParkProfile = ParkProfile()
+    overrides: dict[str, ParkProfile] = Field(default_factory=dict)
+
+    def profile(self, park: str) -> ParkProfile:
+        """The effective profile of ``park``: its override laid over the defaults."""
+        override = self.overrides.get(park)
+        if override is None:
+            return self.defaults
+        merged = _deep_merge(self.defaults.model_dump(), override.model_dump(exclude_unset=True))
+        return ParkProfile.model_validate(merged)
+
+    def display_name(self, park: str) -> str:
+        """The park's display name, or its id."""
+        return self.profile(park).name or park
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class KpiSettings(_Section):
+    """The park KPI stage."""
+
+    enabled: bool = True
+    lateness_s: float = Field(
+        default=60.0, ge=0, description="A window closes this long (park clock) after its end."
+    )
+    max_gap_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Counter readings further apart than this are not interpolated across.",
+    )
+
+
+class RulesSettings(_Section):
+    """The rules stage."""
+
+    enabled: bool = True
+    paths: list[Path] = Field(
+        default_factory=list,
+        description="Rule files or folders (a JSON list in the environment); empty: the pack.",
+    )
+
+
+class StateSettings(_Section):
+    """Where the KPI and rule stages keep the state that survives restarts."""
+
+    directory: Path = Path("var/state")
+    snapshot_interval_s: float = Field(
+        default=60.0, gt=0, description="A full snapshot this often; a journal in between."
+    )
+    tick_s: float = Field(
+        default=1.0, gt=0, description="Wall-clock ticks that advance the clocks of silent parks."
+    )
+
+
+class NotifySettings(_Section):
+    """Alert notifications: receivers and routes."""
+
+
+class GrafanaSettings(_Section):
+    """The Grafana that ``parkwatch dashboards provision`` provisions."""
+
+
 class Settings(BaseSettings):
-    """Everything the collector needs, validated at start."""
+    """Everything every subcommand needs, validated at start: one section per subsystem."""
 
     model_config = SettingsConfigDict(
         env_prefix="PARKWATCH_", env_nested_delimiter="__", extra="forbid"
@@ -236,6 +368,12 @@ class Settings(BaseSettings):
     spool: SpoolSettings = SpoolSettings()
     deadletter: DeadLetterSettings = DeadLetterSettings()
     http: HttpSettings = HttpSettings()
+    parks: ParksSettings = ParksSettings()
+    kpi: KpiSettings = KpiSettings()
+    rules: RulesSettings = RulesSettings()
+    state: StateSettings = StateSettings()
+    notify: NotifySettings = NotifySettings()
+    grafana: GrafanaSettings = GrafanaSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
