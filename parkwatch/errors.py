@@ -11,6 +11,7 @@
     ├── SpoolError             the on-disk spool
     │   ├── SpoolFull          the size bound is reached; the caller must stop acking
     │   └── SpoolCorrupt       a segment failed its checksum (reported, the tail skipped)
+    ├── StateError             the KPI/rule state journal or snapshot (disk, lock)
     └── ServerError            a local development server failed to start or stop
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "SpoolCorrupt",
     "SpoolError",
     "SpoolFull",
+    "StateError",
 ]
 
 
@@ -84,6 +86,10 @@ class SpoolFull(SpoolError):
 
 class SpoolCorrupt(SpoolError):
     """A spool segment failed its checksum."""
+
+
+class StateError(ParkwatchError):
+    """The state journal or snapshot of the KPI and rule stages could not be read or written."""
 
 
 class ServerError(ParkwatchError):

@@ -1,17 +1,24 @@
-"""The collector: every stage wired together under one TaskGroup.
+"""The collector service: every stage wired together under one TaskGroup, top to bottom.
 
 ::
 
-    MQTT (adapters/mqtt.py)
+    MQTT (collector/adapters/mqtt.py: paho, manual acks)
       -> inbox    [raw messages; full: the MQTT reader pauses, the broker holds QoS 1 messages]
-      -> decode.py  -- bad input --> dead [full: decoder blocks] -> deadletter.py -> ack
-      -> points   [full: decoder blocks, then inbox fills]
-      -> writer.py batcher -> batches [full: batcher blocks] -> writer workers
-           -> sink (adapters/influx_v1.py | influx_v2.py), or spool.py when it is down -> ack
+      -> collector/decode.py   where a message becomes a point
+           -- bad input --> dead [full: decoder blocks] -> collector/deadletter.py -> ack
+      -> points   [validated; full: the decoder blocks, then the inbox fills]
+      -> parkwatch/analytics.py   journal (fsync), park clocks, then for each point:
+           kpi/ engine   -> park_kpi records -> the rules engine, and park_kpi points
+           rules/ engine -> alert transitions -> alerts points, and notify/ (never blocks)
+      -> writes   [telemetry + park_kpi + alerts points; full: analytics blocks]
+      -> collector/writer.py batcher -> batches [full: the batcher blocks] -> writer workers
+           -> sink (collector/adapters/influx_v1.py | influx_v2.py), or collector/spool.py
+           -> ack (in arrival order; derived points leave the analytics outbox instead)
 
-Nothing is dropped anywhere: every full queue blocks its producer, and back-pressure ends at the
-broker, which keeps what we have not acked. Shutdown drains: stop reading, let every queue
-empty, flush the batch, wait for writes and acks, then disconnect.
+Nothing is dropped anywhere on the way to InfluxDB: every full queue blocks its producer, and
+back-pressure ends at the broker, which keeps what we have not acked. With no engine enabled the
+analytics stage is left out (decoder -> writes). Shutdown drains: stop reading, let every queue
+empty, flush the batch, wait for writes and acks, write a state snapshot, then disconnect.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
 
 from collector.adapters.mqtt import MqttSource
 from collector.deadletter import DeadLetterFile, run_dead_letters
@@ -30,6 +40,9 @@ from collector.metrics import Metrics
 from collector.sink import Sink, make_sink
 from collector.spool import Spool
 from collector.writer import Writer
+from parkwatch.analytics import Analytics, is_derived_ticket
+from parkwatch.clock import ParkClocks
+from parkwatch.events import Engine
 from parkwatch.http import HttpServer
 from parkwatch.points import Point
 from parkwatch.settings import Settings
@@ -40,6 +53,24 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S: Final = 30.0
 DEAD_LETTER_QUEUE: Final = 10_000
+
+
+def build_engines(
+    settings: Settings, clocks: ParkClocks, registry: CollectorRegistry
+) -> list[Engine]:
+    """The stateful engines, in the order they see each point (KPIs first: rules read them)."""
+    engines: list[Engine] = []
+    return engines
+
+
+@dataclass(frozen=True, slots=True)
+class _Queues:
+    """The bounded queues between the stages (see the module docstring for each one's policy)."""
+
+    inbox: asyncio.Queue[RawMessage]
+    points: asyncio.Queue[Point]
+    writes: asyncio.Queue[Point]
+    dead: asyncio.Queue[DeadLetter]
 
 
 class Collector:
@@ -63,7 +94,11 @@ class Collector:
         self.http_port: int | None = None
         self._source: MqttSource | None = None
         self._writer: Writer | None = None
+        self._analytics: Analytics | None = None
         self._observers: list[Callable[[Point], None]] = []
+        self.clocks = ParkClocks()
+        """Every park's event-time clock, shared by the engines."""
+        self.engines: list[Engine] = []
 
     def observe(self, observer: Callable[[Point], None]) -> None:
         """Call ``observer`` with every validated point (on the decoder's path: keep it cheap)."""
@@ -72,14 +107,16 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and return."""
         s = self.settings
-        inbox: asyncio.Queue[RawMessage] = asyncio.Queue(s.mqtt.receive_maximum)
         # A batch should not need more unacked messages than the broker may send us at once.
         batch_size = max(1, min(s.writer.batch_size, s.mqtt.receive_maximum // 2))
-        writer_settings = s.writer.model_copy(update={"batch_size": batch_size})
-        points: asyncio.Queue[Point] = asyncio.Queue(batch_size * 2)
-        dead: asyncio.Queue[DeadLetter] = asyncio.Queue(DEAD_LETTER_QUEUE)
-        for name, queue in (("inbox", inbox), ("points", points), ("dead_letters", dead)):
-            self.metrics.watch_queue(name, queue.qsize)
+        q = _Queues(
+            inbox=asyncio.Queue(s.mqtt.receive_maximum),
+            points=asyncio.Queue(batch_size * 2),
+            writes=asyncio.Queue(batch_size * 2),
+            dead=asyncio.Queue(DEAD_LETTER_QUEUE),
+        )
+        for name in ("inbox", "points", "writes", "dead"):
+            self.metrics.watch_queue(name, getattr(q, name).qsize)
 
         async with contextlib.AsyncExitStack() as resources:
             # Each resource is released in reverse order, also when a later one fails to start.
@@ -90,14 +127,18 @@ class Collector:
             resources.push_async_callback(spool.close)
             await self._sink.start()
             resources.push_async_callback(self._sink.close)
-            source = self._source_factory(s.mqtt, inbox, self.metrics, connected=self.connected)
+            source = self._source_factory(s.mqtt, q.inbox, self.metrics, connected=self.connected)
             self._source = source
+            analytics = self._analytics = self._build_analytics()
+            if analytics is not None:
+                await analytics.open()
+                resources.push_async_callback(analytics.close)
             writer = Writer(
-                writer_settings,
+                s.writer.model_copy(update={"batch_size": batch_size}),
                 self._sink,
                 self.metrics,
-                settle=source.settle,
-                dead_letters=dead,
+                settle=self._settle,
+                dead_letters=q.dead,
                 spool=spool,
             )
             self._writer = writer
@@ -107,23 +148,46 @@ class Collector:
             resources.push_async_callback(http.stop)
             self.http_port = http.port
             log.info(
-                "collector up: mqtt %s topic %s -> %s; http :%d",
+                "collector up: mqtt %s topic %s -> %s; engines: %s; http :%d",
                 s.mqtt.redacted_url(),
                 source.subscription,
                 self._sink.name,
+                ", ".join(e.name for e in self.engines) or "none",
                 http.port,
             )
             decoder = Decoder(s.ingest, self.metrics, topic_prefix=s.mqtt.topic_prefix)
             await self._run_stages(
-                stop,
-                source=source,
-                decoder=decoder,
-                writer=writer,
-                inbox=inbox,
-                points=points,
-                dead=dead,
+                stop, source=source, decoder=decoder, writer=writer, analytics=analytics, q=q
             )
         log.info("collector stopped")
+
+    def _build_analytics(self) -> Analytics | None:
+        """The stateful stage, or None when no engine is enabled."""
+        self.engines = build_engines(self.settings, self.clocks, self.metrics.registry)
+        if not self.engines:
+            return None
+        return Analytics(
+            self.settings.state,
+            self.engines,
+            self.clocks,
+            self.metrics.registry,
+            listening=self.connected.is_set,
+        )
+
+    def _settle(self, tickets: Iterable[int]) -> None:
+        """Safe points: MQTT messages are acked, derived points leave the analytics outbox."""
+        source, analytics = self._source, self._analytics
+        assert source is not None
+        if analytics is None:
+            source.settle(tickets)
+            return
+        messages: list[int] = []
+        derived: list[int] = []
+        for ticket in tickets:
+            (derived if is_derived_ticket(ticket) else messages).append(ticket)
+        source.settle(messages)
+        if derived:
+            analytics.settled(derived)
 
     async def _run_stages(
         self,
@@ -132,54 +196,55 @@ class Collector:
         source: MqttSource,
         decoder: Decoder,
         writer: Writer,
-        inbox: asyncio.Queue[RawMessage],
-        points: asyncio.Queue[Point],
-        dead: asyncio.Queue[DeadLetter],
+        analytics: Analytics | None,
+        q: _Queues,
     ) -> None:
         """Every long-running task, in one TaskGroup; on ``stop``, drain and cancel them."""
         dead_file = DeadLetterFile(self.settings.deadletter)
+        # Without engines the decoder feeds the writer directly.
+        decoded = q.points if analytics is not None else q.writes
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(source.run(), name="mqtt-connection"),
                 group.create_task(source.run_misc(), name="mqtt-housekeeping"),
                 group.create_task(source.run_pump(), name="mqtt-overflow-pump"),
                 group.create_task(
-                    run_decoder(decoder, inbox, points, dead, self._observers), name="decoder"
+                    run_decoder(decoder, q.inbox, decoded, q.dead, self._observers),
+                    name="decoder",
                 ),
                 group.create_task(
-                    run_dead_letters(dead_file, dead, source.settle, self.metrics),
+                    run_dead_letters(dead_file, q.dead, self._settle, self.metrics),
                     name="dead-letters",
                 ),
-                group.create_task(writer.run_batcher(points), name="batcher"),
+                group.create_task(writer.run_batcher(q.writes), name="batcher"),
                 group.create_task(writer.run_replayer(), name="spool-replayer"),
             ]
             tasks += [
                 group.create_task(writer.run_worker(), name=f"writer-{n}")
                 for n in range(self.settings.writer.max_concurrent_writes)
             ]
+            if analytics is not None:
+                tasks += [
+                    group.create_task(analytics.run(q.points, q.writes), name="analytics"),
+                    group.create_task(analytics.run_ticker(q.writes), name="analytics-ticker"),
+                ]
             self.started.set()
             await stop.wait()
             log.info("stopping: draining the pipeline")
-            await self._drain(source, writer, inbox, points, dead)
+            await self._drain(source, writer, q)
             for task in tasks:
                 task.cancel()
 
-    async def _drain(
-        self,
-        source: MqttSource,
-        writer: Writer,
-        inbox: asyncio.Queue[RawMessage],
-        points: asyncio.Queue[Point],
-        dead: asyncio.Queue[DeadLetter],
-    ) -> None:
+    async def _drain(self, source: MqttSource, writer: Writer, q: _Queues) -> None:
         source.pause()
         try:
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                await inbox.join()
+                await q.inbox.join()
+                await q.points.join()
                 writer.flush()
-                await points.join()
+                await q.writes.join()
                 await writer.batches.join()
-                await dead.join()
+                await q.dead.join()
         except TimeoutError:
             # What is not written stays unacked: the broker redelivers it to the next run.
             log.warning(
