@@ -232,3 +232,91 @@ def _prepare_variables(query: Query, server: InfluxDB1, database: str, now: date
             return
         if (query.dashboard, variable.variable) not in values:
             check(variable, server, database, now, values)
+
+
+CONTRACT_PARKS = ("lingang", "zhangjiang")
+KPI_FIELDS = (
+    "pv_kwh", "load_kwh", "grid_import_kwh", "grid_export_kwh", "self_consumption_pct",
+    "self_sufficiency_pct", "emission_factor_kg_per_kwh", "co2_kg",
+    "carbon_intensity_kg_per_kwh", "carbon_intensity_t_per_tce", "storage_charged_kwh",
+    "storage_discharged_kwh", "site5g_energy_kwh", "site5g_traffic_gb", "site5g_kwh_per_gb",
+    "ev_energy_kwh", "ev_green_kwh", "ev_green_share_pct", "ev_utilisation_pct",
+    "ev_faulted_pct", "peak_demand_kw",
+)  # fmt: skip
+WINDOWS = {"1m": 60, "15m": 900, "1h": 3600, "1d": 86400}
+
+
+def _kpi_lines(now: datetime) -> list[str]:
+    """``park_kpi`` rows as the contract describes them, for every window of the last 2 days."""
+    lines = []
+    day_start = (now.astimezone(SHANGHAI) - timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    for park in CONTRACT_PARKS:
+        for window, size in WINDOWS.items():
+            t = day_start
+            while t + timedelta(seconds=size) <= now - timedelta(minutes=2):
+                hours = size / 3600
+                fields = {name: 1.0 + index for index, name in enumerate(KPI_FIELDS)}
+                fields |= {"pv_kwh": 500 * hours, "load_kwh": 1000 * hours,
+                           "grid_export_kwh": 50 * hours, "co2_kg": 300 * hours}  # fmt: skip
+                if window == "1d":
+                    fields["storage_rte_pct"] = 88.0
+                body = ",".join(f"{k}={v!r}" for k, v in fields.items())
+                lines.append(f"park_kpi,park={park},window={window} {body} "
+                             f"{round(t.timestamp() * 1000)}")  # fmt: skip
+                t += timedelta(seconds=size)
+    return lines
+
+
+def _alert_lines(now: datetime) -> list[str]:
+    """``alerts`` transitions as the contract describes them: KPI, device and charger alerts."""
+    ms = round(now.timestamp() * 1000)
+    hour = 3_600_000
+    series = (
+        ("alertname=SelfSufficiencyLow,park={park},severity=major", 1),
+        ("alertname=StorageCellHot,device=bess-01,kind=storage,park={park},severity=critical", 2),
+        ("alertname=ChargerFaulted,connector=1,device=cp-01,kind=charger,park={park},"
+         "severity=major", 3),
+    )  # fmt: skip
+    lines = []
+    for park in CONTRACT_PARKS:
+        for tags, offset in series:
+            key = tags.format(park=park)
+            for state, at in (("firing", offset + 5), ("resolved", offset + 4),
+                              ("firing", offset)):  # fmt: skip
+                lines.append(f'alerts,{key} state="{state}",value={float(offset)},'
+                             f'summary="{park}: {state} {offset}" {ms - at * hour}')  # fmt: skip
+    return lines
+
+
+CONTRACT_CASES = [
+    pytest.param(query, id=query.id)
+    for dashboard in load_dashboards().values()
+    for query in queries(dashboard)
+    if not query.variable and _measurements(query.text) & set(AWAITING)
+]
+
+
+@pytest.fixture(scope="module")
+def contract_data(influxdb: InfluxDB1) -> Iterator[tuple[str, datetime]]:
+    """A database holding ``park_kpi`` and ``alerts`` rows shaped as the contract says."""
+    database = "t_dashboards_contract"
+    now = datetime.now(UTC)
+    influxdb.create_database(database)
+    influxdb.write(database, "\n".join(_kpi_lines(now) + _alert_lines(now)))
+    yield database, now
+    influxdb.drop_database(database)
+
+
+@pytest.mark.parametrize("query", CONTRACT_CASES)
+def test_query_on_contract_data(
+    query: Query, influxdb: InfluxDB1, contract_data: tuple[str, datetime]
+) -> None:
+    database, now = contract_data
+    multi = {
+        v["name"]: v.get("multi", False)
+        for v in load_dashboards()[query.dashboard].get("templating", {}).get("list", [])
+    }
+    parks = list(CONTRACT_PARKS) if multi.get("park") else [CONTRACT_PARKS[0]]
+    check(query, influxdb, database, now, {(query.dashboard, "park"): parks})
