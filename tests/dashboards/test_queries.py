@@ -19,6 +19,7 @@ before the stages land.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Iterator
@@ -161,6 +162,8 @@ async def _simulate(
             timeout=60, what="self-metrics span",
         )  # fmt: skip
         sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
     sink = make_sink(settings.influx)
     await sink.start()
     try:
