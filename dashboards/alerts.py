@@ -41,7 +41,7 @@ def build(context: BuildContext) -> Board:
         (
             6,
             stat_panel(
-                "Firing now",
+                "Alerts firing",
                 "Alert series whose latest transition is firing.",
                 q(m.firing_alerts(PARKS)),
                 unit="none",
