@@ -7,11 +7,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
-from parkwatch.errors import ConfigError
+from parkwatch.errors import ConfigError, GrafanaError
 from parkwatch.schema import json_schemas
 from parkwatch.settings import Settings, load_settings
 
@@ -149,3 +150,111 @@ def _register_simulate() -> None:
 
 
 _register_simulate()
+
+
+# ---------------------------------------------------------------------------------------------
+# parkwatch dashboards: build the Grafana dashboards as JSON, provision a Grafana
+# ---------------------------------------------------------------------------------------------
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or YAML file; PARKWATCH_* environment variables override it.",
+)
+
+
+def _settings(config_file: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config_file, **overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group("dashboards")
+def dashboards_group() -> None:
+    """Grafana dashboards: build them as JSON, provision a Grafana (API or files)."""
+
+
+@dashboards_group.command("build")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("dashboards/json"),
+    show_default=True,
+    help="Directory for <uid>.json (same settings, byte-identical files).",
+)
+@CONFIG_OPTION
+def dashboards_build(out: Path, config_file: Path | None) -> None:
+    """Write every dashboard as JSON (thresholds from parks.defaults.targets)."""
+    from dashboards.build import context_from_settings, write_all  # noqa: PLC0415 - light CLI
+
+    for path in write_all(out, context_from_settings(_settings(config_file))):
+        click.echo(path)
+
+
+@dashboards_group.command("provision")
+@click.option("--grafana-url", help="Grafana's base URL (default: grafana.url).")
+@click.option("--token", help="Service-account token (default: grafana.token).")
+@click.option("--username", help="Basic auth user (default: grafana.username).")
+@click.option(
+    "--password", help="Basic auth password (default: grafana.password; prefer the env var)."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite dashboards parkwatch did not create or that were edited; resend secrets.",
+)
+@CONFIG_OPTION
+def dashboards_provision(  # click passes the options by keyword
+    *,
+    grafana_url: str | None,
+    token: str | None,
+    username: str | None,
+    password: str | None,
+    force: bool,
+    config_file: Path | None,
+) -> None:
+    """Create or update the InfluxDB data source, the folder and every dashboard."""
+    from dashboards.build import build_all, context_from_settings  # noqa: PLC0415
+    from dashboards.datasource import datasource_from_settings  # noqa: PLC0415
+    from dashboards.grafana_api import GrafanaHttpApi  # noqa: PLC0415
+    from dashboards.provision import provision  # noqa: PLC0415
+
+    given = {"url": grafana_url, "token": token, "username": username, "password": password}
+    overrides = {key: value for key, value in given.items() if value is not None}
+    settings = _settings(config_file, grafana=overrides) if overrides else _settings(config_file)
+    grafana = settings.grafana
+    if grafana.url is None:
+        raise click.UsageError("give --grafana-url (or set grafana.url / PARKWATCH_GRAFANA__URL)")
+    try:
+        report = provision(
+            GrafanaHttpApi(grafana),
+            datasource=datasource_from_settings(settings),
+            folder_uid=grafana.folder_uid,
+            folder_title=grafana.folder,
+            dashboards=build_all(context_from_settings(settings)),
+            force=force,
+        )
+    except GrafanaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report.lines():
+        click.echo(line)
+
+
+@dashboards_group.command("files")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for provisioning/ and dashboards/.",
+)
+@CONFIG_OPTION
+def dashboards_files(out: Path, config_file: Path | None) -> None:
+    """Write Grafana provisioning files for the configured InfluxDB, and how to use them."""
+    from dashboards.files import grafana_command, write_provisioning  # noqa: PLC0415
+
+    settings = _settings(config_file)
+    provisioning = write_provisioning(out, settings)
+    click.echo(f"wrote {provisioning} and {out / 'dashboards'}; start Grafana on them with:")
+    click.echo(grafana_command(out, settings.grafana.url or "http://127.0.0.1:3000"))

@@ -12,13 +12,23 @@
     │   ├── SpoolFull          the size bound is reached; the caller must stop acking
     │   └── SpoolCorrupt       a segment failed its checksum (reported, the tail skipped)
     ├── StateError             the KPI/rule state journal or snapshot (disk, lock)
-    └── ServerError            a local development server failed to start or stop
+    ├── ServerError            a local development server failed to start or stop
+    └── GrafanaError           provisioning Grafana over its HTTP API
+        ├── GrafanaUnreachable no Grafana answers at the URL (refused, timeout, not Grafana)
+        ├── GrafanaAuthError   the credentials were refused (401) or lack a permission (403)
+        ├── GrafanaUnsupported the Grafana version is older than the dashboards need
+        └── GrafanaConflict    something parkwatch did not create (or that was edited) is in the way
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "GrafanaAuthError",
+    "GrafanaConflict",
+    "GrafanaError",
+    "GrafanaUnreachable",
+    "GrafanaUnsupported",
     "ParkwatchError",
     "ServerError",
     "SinkError",
@@ -94,3 +104,23 @@ class StateError(ParkwatchError):
 
 class ServerError(ParkwatchError):
     """A local development server (Mosquitto, InfluxDB, VictoriaMetrics) failed."""
+
+
+class GrafanaError(ParkwatchError):
+    """Provisioning Grafana failed; the message is one line naming the URL and the cause."""
+
+
+class GrafanaUnreachable(GrafanaError):
+    """Nothing that answers like Grafana is at the URL."""
+
+
+class GrafanaAuthError(GrafanaError):
+    """Grafana refused the credentials (401) or they lack a permission (403)."""
+
+
+class GrafanaUnsupported(GrafanaError):
+    """The Grafana version is older than the provisioned dashboards need."""
+
+
+class GrafanaConflict(GrafanaError):
+    """Something parkwatch did not create, or that was edited since, is in the way."""

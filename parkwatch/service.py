@@ -10,7 +10,8 @@
       -> parkwatch/analytics.py   journal (fsync), park clocks, then for each point:
            kpi/ engine   -> park_kpi records -> the rules engine, and park_kpi points
            rules/ engine -> alert transitions -> alerts points, and notify/ (never blocks)
-      -> writes   [telemetry + park_kpi + alerts points; full: analytics blocks]
+      -> writes   [telemetry, park_kpi and alerts points, and every 10 s the collector's own
+                   metrics (parkwatch/selfmetrics.py); full: analytics / self-metrics block]
       -> collector/writer.py batcher -> batches [full: the batcher blocks] -> writer workers
            -> sink (collector/adapters/influx_v1.py | influx_v2.py), or collector/spool.py
            -> ack (in arrival order; derived points leave the analytics outbox instead)
@@ -45,6 +46,7 @@ from parkwatch.clock import ParkClocks
 from parkwatch.events import Engine
 from parkwatch.http import HttpServer
 from parkwatch.points import Point
+from parkwatch.selfmetrics import SelfMetrics
 from parkwatch.settings import Settings
 
 __all__ = ["Collector"]
@@ -223,6 +225,8 @@ class Collector:
                 group.create_task(writer.run_worker(), name=f"writer-{n}")
                 for n in range(self.settings.writer.max_concurrent_writes)
             ]
+            self_metrics = SelfMetrics(self.metrics.registry, instance=self.settings.mqtt.client_id)
+            tasks.append(group.create_task(self_metrics.run(q.writes.put), name="self-metrics"))
             if analytics is not None:
                 tasks += [
                     group.create_task(analytics.run(q.points, q.writes), name="analytics"),
@@ -231,6 +235,7 @@ class Collector:
             self.started.set()
             await stop.wait()
             log.info("stopping: draining the pipeline")
+            tasks[-1 if analytics is None else -3].cancel()  # self-metrics: nothing more to say
             await self._drain(source, writer, q)
             for task in tasks:
                 task.cancel()

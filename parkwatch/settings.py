@@ -351,7 +351,63 @@ class NotifySettings(_Section):
 
 
 class GrafanaSettings(_Section):
-    """The Grafana that ``parkwatch dashboards provision`` provisions."""
+    """The Grafana that ``parkwatch dashboards provision`` provisions, and how it sees InfluxDB.
+
+    Authentication: a service-account ``token`` (sent as ``Bearer``), or ``username`` and
+    ``password`` (basic auth; also accepted as ``http://user:password@host`` in ``url``). The
+    data source Grafana queries is built from the ``influx`` section (v1: database, user and
+    password; v2: the token, and InfluxQL through the bucket's DBRP mapping).
+    """
+
+    url: str | None = Field(
+        default=None, description="Grafana's base URL, e.g. http://127.0.0.1:3000."
+    )
+    token: SecretStr | None = Field(default=None, description="Service-account token.")
+    username: str | None = None
+    password: SecretStr | None = None
+    org_id: int | None = Field(
+        default=None, ge=1, description="Organisation (default: the user's current one)."
+    )
+    verify_tls: bool = True
+    timeout_s: float = Field(default=10.0, gt=0)
+    folder: str = Field(default="parkwatch", description="Title of the one dashboard folder.")
+    folder_uid: str = Field(default="parkwatch", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    datasource_name: str = "parkwatch InfluxDB"
+    datasource_uid: str = Field(default="parkwatch-influxdb", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    datasource_url: str | None = Field(
+        default=None,
+        description="InfluxDB as Grafana reaches it (default: influx.url).",
+    )
+    datasource_database: str | None = Field(
+        default=None,
+        description="InfluxQL database (default: influx.database; v2: the DBRP-mapped name).",
+    )
+
+    @field_validator("url", "datasource_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://host:port")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _secret_out_of_url(self) -> GrafanaSettings:
+        """Keep credentials given in the URL only as username and SecretStr password."""
+        if self.url is None:
+            return self
+        parts = urlsplit(self.url)
+        if parts.username is None:
+            return self
+        if self.username is None:
+            self.username = unquote(parts.username)
+        if self.password is None and parts.password is not None:
+            self.password = SecretStr(unquote(parts.password))
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        self.url = parts._replace(netloc=netloc).geturl()
+        return self
 
 
 class Settings(BaseSettings):
