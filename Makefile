@@ -8,8 +8,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics openssl
-SERVER_BINARIES := /usr/sbin/mosquitto /usr/bin/influxd /usr/bin/victoria-metrics /usr/bin/openssl
+DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics openssl \
+	prometheus-alertmanager
+SERVER_BINARIES := /usr/sbin/mosquitto /usr/bin/influxd /usr/bin/victoria-metrics /usr/bin/openssl \
+	/usr/bin/prometheus-alertmanager
 
 .PHONY: setup system-packages test lint demo run bench clean
 

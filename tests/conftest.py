@@ -17,6 +17,7 @@ from types import FrameType
 import pytest
 
 from parkwatch.localservers import (
+    Alertmanager,
     InfluxDB1,
     Mosquitto,
     VictoriaMetrics,
@@ -84,6 +85,13 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1]:
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
     """A VictoriaMetrics server shared by the session; isolate tests by measurement or tag."""
     with VictoriaMetrics(tmp_path_factory.mktemp("victoria")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
+    """A Prometheus Alertmanager shared by the session; isolate tests by a label value."""
+    with Alertmanager(tmp_path_factory.mktemp("alertmanager")) as server:
         yield server
 
 

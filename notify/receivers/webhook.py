@@ -146,3 +146,14 @@ class WebhookNotifier:
 
 def _time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+if __name__ == "__main__":
+    # python -m notify.receivers.webhook > schemas/notify/webhook.schema.json
+    import sys
+
+    import orjson
+
+    sys.stdout.buffer.write(
+        orjson.dumps(webhook_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    )
