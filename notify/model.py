@@ -76,7 +76,12 @@ def common_labels(alerts: tuple[Alert, ...]) -> dict[str, str]:
 
 def make_test_alert(now_ms: int, receiver: str) -> Alert:
     """A firing alert that says it is a test, for ``parkwatch notify test``."""
-    labels = {"alertname": TEST_ALERTNAME, "severity": "warning", "park": "parkwatch-test"}
+    labels = {
+        "alertname": TEST_ALERTNAME,
+        "severity": "warning",
+        "park": "parkwatch-test",
+        "receiver": receiver,
+    }
     annotations = {
         "summary": f"parkwatch test notification for receiver {receiver}",
         "description": "Sent by `parkwatch notify test`; no action needed.",

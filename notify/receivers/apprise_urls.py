@@ -7,9 +7,10 @@ parkwatch only renders the message: markdown where the service renders markdown 
 
 Apprise is synchronous (requests, smtplib, paho threads). Each receiver has one worker thread of
 its own, so a slow service never occupies the event loop or another receiver's thread, and at
-most one attempt runs at a time: while a hung attempt still holds the thread, the next attempt
-fails fast (retryable) instead of queueing behind it. Apprise's own socket timeouts (4 s connect
-and read by default, URL options ``cto``/``rto``) end a hung request eventually.
+most one attempt runs at a time: while an attempt that outlived its timeout still holds the
+thread, the next attempt waits for it rather than queueing more work behind it. Apprise's own
+socket timeouts (4 s connect and read by default, URL options ``cto``/``rto``; 15 s connect
+for email) end a hung request eventually.
 
 Apprise reports only success or failure, not why: a failed delivery is treated as retryable.
 A URL Apprise cannot parse is a configuration error at start.
@@ -55,13 +56,17 @@ class AppriseNotifier:
         self._settings = settings
         self._renderer = renderer
         # Sequential dispatch: the call runs in our worker thread, not in Apprise's pool.
-        self._apprise = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
-        service = apprise.Apprise.instantiate(settings.url.get_secret_value())
+        asset = apprise.AppriseAsset(async_mode=False)
+        self._apprise = apprise.Apprise(asset=asset)
+        service = apprise.Apprise.instantiate(settings.url.get_secret_value(), asset=asset)
         if service is None:
             raise ConfigError(
                 f"notify.receivers.{name}.url: not an Apprise URL Apprise understands "
                 "(see https://github.com/caronc/apprise/wiki)"
             )
+        # Apprise spaces two sends to one service 5.5 s apart (its own fixed throttle, which
+        # would hold our worker thread); the receiver's rate_limit_per_minute paces instead.
+        service.request_rate_per_sec = 0
         if isinstance(service, NotifyDingTalk) and service.secret:
             service.get_signature = _sign_once(service.get_signature)  # type: ignore[method-assign]
         self._apprise.add(service)
@@ -70,20 +75,24 @@ class AppriseNotifier:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"apprise-{name}"
         )
-        self._running: concurrent.futures.Future[bool] | None = None
+        self._running: tuple[Notification, concurrent.futures.Future[bool]] | None = None
 
     async def send(self, notification: Notification) -> None:
         """Render and send; raise NotifyUnavailable when Apprise reports a failure."""
-        if self._running is not None and not self._running.done():
-            raise NotifyUnavailable(
-                f"{self.name}: the previous attempt is still running", receiver=self.name
-            )
+        if self._running is not None and not self._running[1].done():
+            # An earlier attempt outlived its timeout and still holds the thread: wait for it
+            # (this attempt's timeout bounds the wait). If it was this very message and it got
+            # through after all, sending again would only duplicate it.
+            earlier, future = self._running
+            delivered = await asyncio.wrap_future(future)
+            if delivered and earlier is notification:
+                return
         message = self._renderer.render(
             notification, self._settings.language, markdown=self.markdown
         )
-        notify_type = _notify_type(notification)
-        self._running = self._executor.submit(self._send_blocking, message, notify_type)
-        if not await asyncio.wrap_future(self._running):
+        future = self._executor.submit(self._send_blocking, message, _notify_type(notification))
+        self._running = (notification, future)
+        if not await asyncio.wrap_future(future):
             raise NotifyUnavailable(
                 f"{self.name}: {self.service_name} did not accept the message "
                 "(the apprise log says why)",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from notify.dispatcher import Dispatcher
 from notify.model import Notification
@@ -214,3 +215,13 @@ async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def mean_latency_ms(registry: CollectorRegistry, receiver: str) -> float:
+    """Mean firing -> delivered latency of ``receiver`` so far, in ms (for record_property)."""
+    labels = {"receiver": receiver}
+    count = registry.get_sample_value("parkwatch_notification_latency_seconds_count", labels)
+    total = registry.get_sample_value("parkwatch_notification_latency_seconds_sum", labels)
+    assert count, f"no delivery measured for {receiver}"
+    assert total is not None
+    return round(total / count * 1000, 1)

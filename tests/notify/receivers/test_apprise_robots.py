@@ -28,7 +28,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,7 +44,15 @@ from notify.receivers.apprise_urls import AppriseNotifier
 from notify.render import Renderer
 from parkwatch.settings import AppriseReceiverSettings, ParksSettings
 from tests.helpers import until
-from tests.notify.helpers import RecordingServer, alert, resolved, running, settings, transition
+from tests.notify.helpers import (
+    RecordingServer,
+    alert,
+    mean_latency_ms,
+    resolved,
+    running,
+    settings,
+    transition,
+)
 
 RENDERER = Renderer(
     DashboardLinks("http://grafana.park:3000", "parkwatch-park"),
@@ -185,3 +193,23 @@ async def test_a_real_http_round_trip_through_apprise_retries_a_500(
     assert body["title"] == "【告警 1】StorageCellHot · caohejing"
     assert body["message"].startswith("**告警中（1 条）**")
     assert body["type"] == "failure"
+
+
+async def test_every_robot_gets_one_message_through_the_dispatcher(
+    robots: responses.RequestsMock,
+    registry: CollectorRegistry,
+    record_property: Callable[[str, object], None],
+) -> None:
+    receivers = {
+        "wecom": {"type": "apprise", "url": "wecombot://wecomKEY"},
+        "dingtalk": {"type": "apprise", "url": "dingtalk://SECabc123@dingtoken/"},
+        "feishu": {"type": "apprise", "url": "feishu://feishutoken"},
+    }
+    async with running(Dispatcher(settings(receivers), registry)) as dispatcher:
+        dispatcher.submit(transition(alert()))
+        await until(lambda: len(robots.calls) == 3, what="one request per robot")
+        await dispatcher.drain(5)
+    hosts = sorted(urlsplit(call.request.url or "").hostname or "" for call in robots.calls)
+    assert hosts == ["oapi.dingtalk.com", "open.feishu.cn", "qyapi.weixin.qq.com"]
+    for name in receivers:
+        record_property(f"{name}_latency_firing_to_delivered_ms", mean_latency_ms(registry, name))
