@@ -213,3 +213,19 @@ async def test_every_robot_gets_one_message_through_the_dispatcher(
     assert hosts == ["oapi.dingtalk.com", "open.feishu.cn", "qyapi.weixin.qq.com"]
     for name in receivers:
         record_property(f"{name}_latency_firing_to_delivered_ms", mean_latency_ms(registry, name))
+
+
+async def test_a_late_success_of_a_timed_out_attempt_is_not_sent_again(
+    http_receiver: RecordingServer, registry: CollectorRegistry
+) -> None:
+    http_receiver.hang = True
+    url = f"json://127.0.0.1:{http_receiver.port}/in?rto=30"  # Apprise itself waits long
+    receivers = {"json": {"type": "apprise", "url": url, "attempt_timeout_s": 0.2}}
+    async with running(Dispatcher(settings(receivers), registry)) as dispatcher:
+        dispatcher.submit(transition(alert()))
+        retries = ("parkwatch_notification_retries_total", {"receiver": "json"})
+        await until(lambda: (registry.get_sample_value(*retries) or 0) >= 2, what="timeouts")
+        http_receiver.release()  # the first attempt's request now succeeds, late
+        sent = ("parkwatch_notifications_total", {"receiver": "json", "outcome": "sent"})
+        await until(lambda: registry.get_sample_value(*sent) == 1, what="delivery")
+    assert len(http_receiver.requests) == 1, "the late success counts; nothing is sent twice"
