@@ -23,7 +23,10 @@ from notify.model import TEST_ALERTNAME, Notification
 from parkwatch.events import Alert
 from parkwatch.settings import ParksSettings
 
-__all__ = ["Language", "Message", "Renderer"]
+__all__ = ["MAX_LISTED", "Language", "Message", "Renderer"]
+
+MAX_LISTED = 10
+"""Alerts listed per section of one message; the rest are counted ("... and 3 more")."""
 
 Language = Literal["zh", "en"]
 
@@ -96,11 +99,17 @@ class Renderer:
         def link(label: str, url: str) -> str:
             return f"[{label}]({url})" if markdown else f"{label}: {url}"
 
+        firing, resolved = notification.firing, notification.resolved
         context = {
             "receiver": notification.receiver,
             "test": notification.kind == "test",
-            "firing": [self._view(a, language) for a in notification.firing],
-            "resolved": [self._view(a, language) for a in notification.resolved],
+            # Counts cover every alert; the lists stop at MAX_LISTED (chat messages are short).
+            "firing_count": len(firing),
+            "resolved_count": len(resolved),
+            "firing": [self._view(a, language) for a in firing[:MAX_LISTED]],
+            "resolved": [self._view(a, language) for a in resolved[:MAX_LISTED]],
+            "firing_more": max(0, len(firing) - MAX_LISTED),
+            "resolved_more": max(0, len(resolved) - MAX_LISTED),
             "headline": self._headline(notification, language),
             "b": bold,
             "link": link,

@@ -101,3 +101,15 @@ def test_no_links_without_a_grafana_url() -> None:
     message = plain.render(Notification("x", (alert(),)), "en", markdown=True)
     assert "Dashboard" not in message.body
     assert "caohejing storage bess-1" in message.body  # no display name configured: the id
+
+
+def test_a_long_group_lists_ten_and_counts_the_rest() -> None:
+    alerts = tuple(alert(device=f"bess-{n}") for n in range(12))
+    en = RENDERER.render(Notification("x", alerts), "en", markdown=False)
+    assert en.title == "[FIRING:12] StorageCellHot · 漕河泾开发区"
+    lines = [line for line in en.body.splitlines() if line.startswith("- ")]
+    assert len(lines) == 11
+    assert lines[-1] == "- ... and 2 more"
+    zh = RENDERER.render(Notification("x", alerts), "zh", markdown=True)
+    assert zh.body.splitlines()[0] == "**告警中（12 条）**"
+    assert zh.body.endswith("- …… 另有 2 条")
