@@ -8,8 +8,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics openssl docker-compose
-SERVER_BINARIES := /usr/sbin/mosquitto /usr/bin/influxd /usr/bin/victoria-metrics /usr/bin/openssl /usr/bin/docker-compose
+DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics openssl \
+	prometheus-alertmanager docker-compose
+SERVER_BINARIES := /usr/sbin/mosquitto /usr/bin/influxd /usr/bin/victoria-metrics /usr/bin/openssl \
+	/usr/bin/prometheus-alertmanager /usr/bin/docker-compose
 
 .PHONY: setup system-packages test lint demo run bench clean
 

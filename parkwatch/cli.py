@@ -12,7 +12,7 @@ from typing import Any
 import click
 import orjson
 
-from parkwatch.errors import ConfigError, GrafanaError
+from parkwatch.errors import ConfigError, GrafanaError, NotifyError
 from parkwatch.schema import json_schemas
 from parkwatch.settings import Settings, load_settings
 
@@ -141,6 +141,45 @@ def demo(  # click passes the options by keyword
             live=sys.stdout.isatty() if live is None else live,
         )
     )
+
+
+@main.group()
+def notify() -> None:
+    """Alert notifications: check the receivers configured under [notify]."""
+
+
+@notify.command("test")
+@click.argument("receiver")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or YAML file; PARKWATCH_* environment variables override it.",
+)
+def notify_test(receiver: str, config_file: Path | None) -> None:
+    """Send a test notification to RECEIVER and say whether it was delivered."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from notify import Dispatcher  # noqa: PLC0415 - keeps the other commands light
+
+    try:
+        settings = load_settings(config_file)
+        dispatcher = Dispatcher(settings.notify, CollectorRegistry(), parks=settings.parks)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _configure_logging("WARNING")
+
+    async def send() -> float:
+        try:
+            return await dispatcher.test(receiver)
+        finally:
+            await dispatcher.close()
+
+    try:
+        seconds = asyncio.run(send())
+    except (ConfigError, NotifyError) as exc:
+        raise click.ClickException(f"not delivered: {exc}") from exc
+    click.echo(f"test notification delivered to {receiver} in {seconds:.2f} s")
 
 
 def _register_simulate() -> None:

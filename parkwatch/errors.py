@@ -8,6 +8,9 @@
     ├── SinkError              the time-series database adapter
     │   ├── SinkUnavailable    retryable: timeouts, 5xx, 429 (carries retry_after)
     │   └── SinkRejected       not retryable: the database refused the data (HTTP 4xx)
+    ├── NotifyError            a notification receiver (Alertmanager, Apprise, webhook)
+    │   ├── NotifyUnavailable  retryable: timeouts, connection errors, 5xx, 429 (retry_after)
+    │   └── NotifyRejected     not retryable: the receiver refused the message (HTTP 4xx)
     ├── SpoolError             the on-disk spool
     │   ├── SpoolFull          the size bound is reached; the caller must stop acking
     │   └── SpoolCorrupt       a segment failed its checksum (reported, the tail skipped)
@@ -29,6 +32,9 @@ __all__ = [
     "GrafanaError",
     "GrafanaUnreachable",
     "GrafanaUnsupported",
+    "NotifyError",
+    "NotifyRejected",
+    "NotifyUnavailable",
     "ParkwatchError",
     "ServerError",
     "SinkError",
@@ -84,6 +90,38 @@ class SinkUnavailable(SinkError):
 
 class SinkRejected(SinkError):
     """The database refused the data itself (bad line, type conflict); retrying cannot help."""
+
+
+class NotifyError(ParkwatchError):
+    """Delivering a notification to a receiver failed."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, receiver: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.receiver = receiver
+        self.status = status
+
+
+class NotifyUnavailable(NotifyError):
+    """A transient failure: the same notification may be delivered later."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        receiver: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, receiver=receiver, status=status)
+        self.retry_after = retry_after
+
+
+class NotifyRejected(NotifyError):
+    """The receiver refused the notification itself (bad request, auth); retrying cannot help."""
 
 
 class SpoolError(ParkwatchError):

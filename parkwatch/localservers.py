@@ -1,4 +1,5 @@
-"""Real Mosquitto, InfluxDB 1.x and VictoriaMetrics servers as child processes, for tests and demos.
+"""Real Mosquitto, InfluxDB 1.x, VictoriaMetrics and Alertmanager servers as child processes, for
+tests and demos.
 
 Each server runs on a free loopback port with its config, data and log in one work directory.
 The API is synchronous (``subprocess.Popen`` and ``urllib``) so pytest session fixtures and a CLI
@@ -36,6 +37,10 @@ Facts verified against the Debian packages (Mosquitto 2.0.11, InfluxDB 1.6.7, Vi
   same timestamp (InfluxDB overwrites). We start it with ``-dedup.minScrapeInterval=1ms`` so a
   retried batch collapses to one sample, as in InfluxDB; ``dedup=False`` turns this off.
 * The match ``{__name__=~".+"}`` exports nothing on 1.79.5; use ``{__name__!=""}`` for "all".
+* Alertmanager 0.25 (Debian's ``prometheus-alertmanager``): ``--cluster.listen-address=`` (empty)
+  turns the HA gossip off, otherwise it binds 0.0.0.0:9094. ``POST /api/v2/alerts`` answers 200
+  with an empty body, or 400 with a quoted message (e.g. "start time must be before end time",
+  when endsAt < startsAt); ``GET /api/v2/alerts`` lists only alerts whose endsAt is still ahead.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from parkwatch.errors import ServerError
 
 __all__ = [
     "NO_LOSS_SETTINGS",
+    "Alertmanager",
     "InfluxDB1",
     "LocalServer",
     "Mosquitto",
@@ -534,3 +540,42 @@ class VictoriaMetrics(LocalServer):
         if status != 200:
             raise ServerError(f"export {match!r}: HTTP {status}: {body[:500]!r}")
         return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+class Alertmanager(LocalServer):
+    """A Prometheus Alertmanager without clustering; every alert goes to a receiver that does
+    nothing, so tests read alerts back through its API."""
+
+    name = "alertmanager"
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://{self.host}:{self.port}"
+
+    def _prepare(self) -> None:
+        (self.workdir / "alertmanager.yml").write_text(
+            'route:\n  receiver: "null"\n  group_wait: 1s\nreceivers:\n  - name: "null"\n'
+        )
+
+    def _command(self) -> list[str]:
+        return [
+            "prometheus-alertmanager",
+            f"--config.file={self.workdir / 'alertmanager.yml'}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--cluster.listen-address=",  # no HA gossip (it would bind 0.0.0.0:9094)
+            "--log.level=warn",
+        ]
+
+    def _ready(self) -> bool:
+        return _http_answers(f"{self.url}/-/ready", 200)
+
+    def alerts(self, **filters: str) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` (active, not yet ended alerts), with optional label filters."""
+        query = urllib.parse.urlencode([("filter", f'{k}="{v}"') for k, v in filters.items()])
+        status, body = _http("GET", f"{self.url}/api/v2/alerts?{query}")
+        if status != 200:
+            raise ServerError(f"alerts from {self!r}: HTTP {status}: {body[:500]!r}")
+        alerts: list[dict[str, Any]] = json.loads(body)
+        return alerts

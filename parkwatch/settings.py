@@ -7,10 +7,11 @@ file (``parkwatch run --config FILE``, TOML or YAML), then the defaults below.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,6 +35,10 @@ from pydantic_settings import (
 from parkwatch.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_GROUP_BY",
+    "DEFAULT_GROUP_WAIT_S",
+    "AlertmanagerReceiverSettings",
+    "AppriseReceiverSettings",
     "DeadLetterSettings",
     "GrafanaSettings",
     "HttpSettings",
@@ -45,10 +50,13 @@ __all__ = [
     "ParkProfile",
     "ParkTargets",
     "ParksSettings",
+    "ReceiverSettings",
+    "RouteSettings",
     "RulesSettings",
     "Settings",
     "SpoolSettings",
     "StateSettings",
+    "WebhookReceiverSettings",
     "WriterSettings",
     "load_settings",
 ]
@@ -346,8 +354,170 @@ class StateSettings(_Section):
     )
 
 
+class _ReceiverSettings(_Section):
+    """What every notification receiver has: language, bounds, rate limit and retries."""
+
+    language: Literal["zh", "en"] = Field(default="zh", description="Message language.")
+    send_resolved: bool = Field(default=True, description="Also notify when an alert resolves.")
+    queue_size: int = Field(
+        default=256,
+        ge=1,
+        description="Messages waiting for this receiver; when full the oldest is dropped "
+        "(counted as outcome=dropped and logged), so the rules stage never waits.",
+    )
+    rate_limit_per_minute: float = Field(
+        default=20.0,
+        ge=0,
+        description="Messages per minute at most, 0 for no limit (WeCom and DingTalk robots "
+        "accept 20 a minute); excess messages wait in the queue.",
+    )
+    attempt_timeout_s: float = Field(default=10.0, gt=0, description="One delivery attempt.")
+    retry_deadline_s: float = Field(
+        default=120.0, gt=0, description="Retry a retryable failure until this long has passed."
+    )
+    retry_initial_s: float = Field(default=1.0, gt=0, description="First backoff (jittered).")
+    retry_max_s: float = Field(default=30.0, gt=0, description="Longest backoff.")
+
+
+class AlertmanagerReceiverSettings(_ReceiverSettings):
+    """A Prometheus Alertmanager: alerts are posted to ``/api/v2/alerts`` and re-sent."""
+
+    type: Literal["alertmanager"]
+    url: str = Field(description="Base URL, e.g. http://alertmanager:9093.")
+    username: str | None = Field(default=None, description="HTTP basic auth.")
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+    resend_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Firing alerts are re-sent this often and posted with endsAt = now + 4x "
+        "this, so Alertmanager resolves them by itself only if parkwatch stops sending.",
+    )
+    rate_limit_per_minute: float = Field(default=0.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value).rstrip("/")
+
+
+class AppriseReceiverSettings(_ReceiverSettings):
+    """Any service Apprise speaks: WeCom, DingTalk, Feishu/Lark, email, Slack, Telegram, MQTT..."""
+
+    type: Literal["apprise"]
+    url: SecretStr = Field(description="An Apprise URL, e.g. dingtalk://SECRET@TOKEN/.")
+    format: Literal["auto", "markdown", "text"] = Field(
+        default="auto", description="auto: markdown where the service renders it (or HTML)."
+    )
+
+
+class WebhookReceiverSettings(_ReceiverSettings):
+    """A JSON POST (schemas/notify/webhook.schema.json), signed with HMAC-SHA256."""
+
+    type: Literal["webhook"]
+    url: str
+    secret: SecretStr | None = Field(
+        default=None, description="Shared secret; the body's HMAC-SHA256 goes in a header."
+    )
+    signature_header: str = "X-Parkwatch-Signature"
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra request headers (values are secrets)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must look like http://host:port/...")
+    return value
+
+
+ReceiverSettings = Annotated[
+    AlertmanagerReceiverSettings | AppriseReceiverSettings | WebhookReceiverSettings,
+    Field(discriminator="type"),
+]
+
+DEFAULT_GROUP_BY = ("park", "alertname")
+DEFAULT_GROUP_WAIT_S = 10.0
+
+
+class RouteSettings(_Section):
+    """One node of the routing tree, as in Alertmanager.
+
+    A transition enters at the root and walks the child ``routes`` in order; the first child
+    whose ``match`` (exact) and ``match_re`` (anchored regex) all hold takes it, and later
+    siblings are tried only if that child has ``continue = true``. A node no child took
+    notifies its own ``receivers``. Unset ``receivers``, ``group_by`` and ``group_wait_s``
+    are inherited from the parent.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    receivers: list[str] | None = None
+    match: dict[str, str] = Field(default_factory=dict, description="label = value")
+    match_re: dict[str, str] = Field(default_factory=dict, description="label = regex")
+    continue_: bool = Field(default=False, alias="continue")
+    group_by: list[str] | None = Field(
+        default=None, description="Labels whose values make one group (default park, alertname)."
+    )
+    group_wait_s: float | None = Field(
+        default=None, ge=0, description="Collect a group's transitions this long (default 10 s)."
+    )
+    routes: list[RouteSettings] = Field(default_factory=list)
+
+    @field_validator("match_re")
+    @classmethod
+    def _check_regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{label}: invalid regex {pattern!r}: {exc}") from exc
+        return value
+
+    def receiver_names(self) -> set[str]:
+        """Every receiver named in this node and below."""
+        names = set(self.receivers or ())
+        for child in self.routes:
+            names |= child.receiver_names()
+        return names
+
+
 class NotifySettings(_Section):
-    """Alert notifications: receivers and routes."""
+    """Alert notifications: receivers by name, and the routing tree that picks them."""
+
+    enabled: bool = True
+    grafana_url: str | None = Field(
+        default=None, description="Grafana base URL for dashboard links (none: no links)."
+    )
+    dashboard_uid: str = Field(default="parkwatch-park", description="The park dashboard's uid.")
+    receivers: dict[str, ReceiverSettings] = Field(default_factory=dict)
+    route: RouteSettings = RouteSettings()
+
+    @field_validator("grafana_url")
+    @classmethod
+    def _check_grafana_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value).rstrip("/")
+
+    @field_validator("receivers")
+    @classmethod
+    def _check_names(cls, value: dict[str, ReceiverSettings]) -> dict[str, ReceiverSettings]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ValueError(f"receiver name {name!r}: use letters, digits, '_', '.', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> NotifySettings:
+        unknown = self.route.receiver_names() - set(self.receivers)
+        if unknown:
+            raise ValueError(f"routes name unknown receivers: {', '.join(sorted(unknown))}")
+        return self
 
 
 class GrafanaSettings(_Section):

@@ -17,6 +17,7 @@ from types import FrameType
 import pytest
 
 from parkwatch.localservers import (
+    Alertmanager,
     InfluxDB1,
     Mosquitto,
     VictoriaMetrics,
@@ -87,6 +88,13 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetri
         yield server
 
 
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
+    """A Prometheus Alertmanager shared by the session; isolate tests by a label value."""
+    with Alertmanager(tmp_path_factory.mktemp("alertmanager")) as server:
+        yield server
+
+
 @pytest.fixture
 def topic_prefix(request: pytest.FixtureRequest) -> str:
     """A topic prefix unique to this test, e.g. ``t-test_foo-3f2a9c`` (no ``/``, ``+``, ``#``)."""
@@ -108,12 +116,14 @@ def influx_database(request: pytest.FixtureRequest, influxdb: InfluxDB1) -> Iter
 # ---------------------------------------------------------------------------------------------
 
 FAULT_TESTS = "test_delivery_faults.py"
+# Notification tests record their firing -> delivered latency per receiver the same way.
+REPORTED_TESTS = (FAULT_TESTS, "tests/notify/")
 
 
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
-    """List the user properties of the delivery fault tests that ran."""
+    """List the user properties of the delivery fault and notification tests that ran."""
     latest: dict[str, list[tuple[str, object]]] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
@@ -121,14 +131,14 @@ def pytest_terminal_summary(
             properties = getattr(report, "user_properties", None)
             # The teardown report carries every property, also those recorded at teardown.
             if (
-                FAULT_TESTS in nodeid
+                any(part in nodeid for part in REPORTED_TESTS)
                 and properties
                 and len(properties) > len(latest.get(nodeid, []))
             ):
                 latest[nodeid] = list(properties)
     if not latest:
         return
-    terminalreporter.section("delivery fault counts")
+    terminalreporter.section("delivery fault counts and notification latencies")
     for nodeid, properties in sorted(latest.items()):
         terminalreporter.write_line(nodeid.rsplit("::", 1)[-1])
         for key, value in properties:

@@ -12,7 +12,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from parkwatch.localservers import InfluxDB1, Mosquitto
+from parkwatch.localservers import Alertmanager, InfluxDB1, Mosquitto
 from parkwatch.service import Collector
 from parkwatch.settings import Settings, load_settings
 
@@ -109,3 +109,39 @@ def collector_settings(
     for key, value in overrides.items():
         values[key] = {**values.get(key, {}), **value}
     return load_settings(None, **values)
+
+
+async def alertmanager_alerts(server: Alertmanager, **labels: str) -> list[dict[str, Any]]:
+    """The alerts Alertmanager holds as active (endsAt still ahead) with these label values."""
+    return await asyncio.to_thread(server.alerts, **labels)
+
+
+async def until_alertmanager_shows(
+    server: Alertmanager,
+    *,
+    timeout: float = 20.0,  # noqa: ASYNC109 - passed on to until()
+    **labels: str,
+) -> dict[str, Any]:
+    """Await exactly one active alert with these labels in Alertmanager, and return it."""
+    found: list[dict[str, Any]] = []
+
+    async def shown() -> bool:
+        found[:] = await alertmanager_alerts(server, **labels)
+        return len(found) == 1
+
+    await until(shown, timeout=timeout, what=f"Alertmanager to show an alert {labels}")
+    return found[0]
+
+
+async def until_alertmanager_resolved(
+    server: Alertmanager,
+    *,
+    timeout: float = 20.0,  # noqa: ASYNC109 - passed on to until()
+    **labels: str,
+) -> None:
+    """Await no active alert with these labels in Alertmanager (resolved, or never there)."""
+
+    async def gone() -> bool:
+        return not await alertmanager_alerts(server, **labels)
+
+    await until(gone, timeout=timeout, what=f"Alertmanager to resolve {labels}")
