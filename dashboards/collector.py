@@ -181,7 +181,7 @@ def build(context: BuildContext) -> Board:
                 q(
                     _per_instance(
                         'max("queue_inbox") AS "inbox", max("queue_points") AS "points", '
-                        'max("queue_batches") AS "batches", '
+                        'max("queue_writes") AS "writes", max("queue_batches") AS "batches", '
                         'max("queue_dead_letters") AS "dead_letters"'
                     ),
                     alias=LEGEND,

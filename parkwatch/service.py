@@ -41,6 +41,7 @@ from collector.metrics import Metrics
 from collector.sink import Sink, make_sink
 from collector.spool import Spool
 from collector.writer import Writer
+from notify.dispatcher import Dispatcher
 from parkwatch.analytics import Analytics, is_derived_ticket
 from parkwatch.clock import ParkClocks
 from parkwatch.events import Engine
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S: Final = 30.0
 DEAD_LETTER_QUEUE: Final = 10_000
+NOTIFY_DRAIN_S: Final = 10.0
+"""At shutdown, how long notifications still in flight may take."""
 
 
 def build_engines(
@@ -101,6 +104,8 @@ class Collector:
         self.clocks = ParkClocks()
         """Every park's event-time clock, shared by the engines."""
         self.engines: list[Engine] = []
+        self.dispatcher: Dispatcher | None = None
+        """The notification stage, when receivers are configured (and an engine emits alerts)."""
 
     def observe(self, observer: Callable[[Point], None]) -> None:
         """Call ``observer`` with every validated point (on the decoder's path: keep it cheap)."""
@@ -117,8 +122,13 @@ class Collector:
             writes=asyncio.Queue(batch_size * 2),
             dead=asyncio.Queue(DEAD_LETTER_QUEUE),
         )
-        for name in ("inbox", "points", "writes", "dead"):
-            self.metrics.watch_queue(name, getattr(q, name).qsize)
+        for name, queue in (
+            ("inbox", q.inbox),
+            ("points", q.points),
+            ("writes", q.writes),
+            ("dead_letters", q.dead),
+        ):
+            self.metrics.watch_queue(name, queue.qsize)
 
         async with contextlib.AsyncExitStack() as resources:
             # Each resource is released in reverse order, also when a later one fails to start.
@@ -168,12 +178,16 @@ class Collector:
         self.engines = build_engines(self.settings, self.clocks, self.metrics.registry)
         if not self.engines:
             return None
+        notify = self.settings.notify
+        if notify.enabled and notify.receivers:
+            self.dispatcher = Dispatcher(notify, self.metrics.registry, parks=self.settings.parks)
         return Analytics(
             self.settings.state,
             self.engines,
             self.clocks,
             self.metrics.registry,
             listening=self.connected.is_set,
+            notify=self.dispatcher.submit if self.dispatcher is not None else None,
         )
 
     def _settle(self, tickets: Iterable[int]) -> None:
@@ -226,16 +240,21 @@ class Collector:
                 for n in range(self.settings.writer.max_concurrent_writes)
             ]
             self_metrics = SelfMetrics(self.metrics.registry, instance=self.settings.mqtt.client_id)
-            tasks.append(group.create_task(self_metrics.run(q.writes.put), name="self-metrics"))
+            self_metrics_task = group.create_task(
+                self_metrics.run(q.writes.put), name="self-metrics"
+            )
+            tasks.append(self_metrics_task)
             if analytics is not None:
                 tasks += [
                     group.create_task(analytics.run(q.points, q.writes), name="analytics"),
                     group.create_task(analytics.run_ticker(q.writes), name="analytics-ticker"),
                 ]
+            if self.dispatcher is not None:
+                tasks.append(group.create_task(self.dispatcher.run(), name="notify"))
             self.started.set()
             await stop.wait()
             log.info("stopping: draining the pipeline")
-            tasks[-1 if analytics is None else -3].cancel()  # self-metrics: nothing more to say
+            self_metrics_task.cancel()  # nothing more to say
             await self._drain(source, writer, q)
             for task in tasks:
                 task.cancel()
@@ -250,6 +269,8 @@ class Collector:
                 await q.writes.join()
                 await writer.batches.join()
                 await q.dead.join()
+                if self.dispatcher is not None:
+                    await self.dispatcher.drain(NOTIFY_DRAIN_S)
         except TimeoutError:
             # What is not written stays unacked: the broker redelivers it to the next run.
             log.warning(
