@@ -80,6 +80,20 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1]:
         yield server
 
 
+INFLUX_ADMIN = "admin"
+
+
+@pytest.fixture(scope="session")
+def influxdb_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1]:
+    """An InfluxDB 1.x with authentication on; ``.admin`` holds the valid user and password.
+
+    The password holds every character a URL must percent-encode in its user info.
+    """
+    admin = (INFLUX_ADMIN, f"p@ss/w#rd?:{secrets.token_urlsafe(8)}")
+    with InfluxDB1(tmp_path_factory.mktemp("influxdb_auth"), admin=admin) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
     """A VictoriaMetrics server shared by the session; isolate tests by measurement or tag."""
