@@ -5,6 +5,7 @@
     MQTT (adapters/mqtt.py)
       -> inbox    [raw messages; full: the MQTT reader pauses, the broker holds QoS 1 messages]
       -> decode.py  -- bad input --> dead [full: decoder blocks] -> deadletter.py -> ack
+                     (file unwritable: retried with backoff, not acked, health 503)
       -> points   [full: decoder blocks, then inbox fills]
       -> writer.py batcher -> batches [full: batcher blocks] -> writer workers
            -> sink (adapters/influx_v1.py | influx_v2.py), or spool.py when it is down -> ack
@@ -63,6 +64,7 @@ class Collector:
         self.http_port: int | None = None
         self._source: MqttSource | None = None
         self._writer: Writer | None = None
+        self._dead_file = DeadLetterFile(settings.deadletter)
         self._observers: list[Callable[[Point], None]] = []
 
     def observe(self, observer: Callable[[Point], None]) -> None:
@@ -81,6 +83,8 @@ class Collector:
         for name, queue in (("inbox", inbox), ("points", points), ("dead_letters", dead)):
             self.metrics.watch_queue(name, queue.qsize)
 
+        # A path that can never take a record fails the start (ConfigError), before we connect.
+        self._dead_file.check()
         async with contextlib.AsyncExitStack() as resources:
             # Each resource is released in reverse order, also when a later one fails to start.
             spool = Spool(
@@ -137,7 +141,7 @@ class Collector:
         dead: asyncio.Queue[DeadLetter],
     ) -> None:
         """Every long-running task, in one TaskGroup; on ``stop``, drain and cancel them."""
-        dead_file = DeadLetterFile(self.settings.deadletter)
+        dead_file = self._dead_file
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(source.run(), name="mqtt-connection"),
@@ -192,8 +196,14 @@ class Collector:
         mqtt_ok = source is not None and source.connected.is_set()
         sink_ok = await self._sink.ping()
         spool_ok = writer is not None and not writer.spool_full
+        dead_error = self._dead_file.error
+        # Only redacted URLs and names here: /healthz may be served on 0.0.0.0 (the Dockerfile).
         return {
             "mqtt": {"ok": mqtt_ok, "url": self.settings.mqtt.redacted_url()},
             "sink": {"ok": sink_ok, "target": self._sink.name},
             "spool": {"ok": spool_ok, "detail": "full: not acking" if not spool_ok else "ok"},
+            "deadletter": {
+                "ok": dead_error is None,
+                "detail": f"{dead_error}: not acking those messages" if dead_error else "ok",
+            },
         }

@@ -297,6 +297,12 @@ class DeadLetterSettings(_Section):
     max_payload_chars: int = Field(
         default=4096, ge=64, description="Raw payloads longer than this are truncated."
     )
+    retry_initial_s: float = Field(
+        default=0.5, gt=0, description="First wait before retrying a failed dead-letter write."
+    )
+    retry_max_s: float = Field(
+        default=10.0, gt=0, description="Longest wait between dead-letter write retries."
+    )
 
 
 class HttpSettings(_Section):

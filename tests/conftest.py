@@ -12,6 +12,7 @@ import re
 import secrets
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -22,6 +23,7 @@ from parkwatch.localservers import (
     VictoriaMetrics,
     make_tls_files,
 )
+from tests.mounts import MountUnavailable, tmpfs
 
 MQTT_USERNAME = "parkwatch"
 
@@ -116,12 +118,23 @@ def influx_database(request: pytest.FixtureRequest, influxdb: InfluxDB1) -> Iter
     influxdb.drop_database(name)
 
 
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a read-only tmpfs (root ignores chmod); skipped where mounts are denied."""
+    try:
+        with tmpfs(tmp_path / "read-only") as mount:
+            mount.read_only()
+            yield mount.path
+    except MountUnavailable as exc:
+        pytest.skip(f"needs a read-only mount: {exc}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Addition for tests/collector/test_delivery_faults.py: print the counts each fault test
 # recorded (record_property), so a run shows what was published, accepted, spooled, replayed...
 # ---------------------------------------------------------------------------------------------
 
-FAULT_TESTS = "test_delivery_faults.py"
+FAULT_TESTS = ("test_delivery_faults.py", "test_deadletter_faults.py")
 
 
 def pytest_terminal_summary(
@@ -135,7 +148,7 @@ def pytest_terminal_summary(
             properties = getattr(report, "user_properties", None)
             # The teardown report carries every property, also those recorded at teardown.
             if (
-                FAULT_TESTS in nodeid
+                any(name in nodeid for name in FAULT_TESTS)
                 and properties
                 and len(properties) > len(latest.get(nodeid, []))
             ):
