@@ -11,6 +11,9 @@ COPY simulators ./simulators
 RUN pip install --no-cache-dir .
 RUN useradd --system parkwatch && mkdir -p /var/lib/parkwatch && chown parkwatch /var/lib/parkwatch
 USER parkwatch
+# /healthz and /metrics listen on every interface so the orchestrator can probe them; they show
+# URLs only redacted (user:***@) and never a secret (tests/parkwatch/test_secrets_never_shown.py).
+# Give secrets as environment variables or a mounted config file, never baked into the image.
 ENV PARKWATCH_SPOOL__DIRECTORY=/var/lib/parkwatch/spool \
     PARKWATCH_DEADLETTER__PATH=/var/lib/parkwatch/deadletter.jsonl \
     PARKWATCH_HTTP__HOST=0.0.0.0

@@ -80,6 +80,16 @@ class Metrics:
         self.spool_full = Gauge(
             "parkwatch_spool_full", "1 while the spool is at its size bound.", registry=r
         )
+        self.dead_letter_write_errors = Counter(
+            "parkwatch_deadletter_write_errors",
+            "Failed attempts to write dead-letter records (each retried; messages stay unacked).",
+            registry=r,
+        )
+        self.dead_letter_failing = Gauge(
+            "parkwatch_deadletter_failing",
+            "1 while dead-letter records cannot be written (their messages are not acked).",
+            registry=r,
+        )
         for reason in Reason.ALL:  # export every reason from the start, at zero
             self.dead_letters.labels(reason)
 

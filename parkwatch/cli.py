@@ -16,7 +16,20 @@ from parkwatch.errors import ConfigError, GrafanaError, NotifyError
 from parkwatch.schema import json_schemas
 from parkwatch.settings import Settings, load_settings
 
-__all__ = ["main"]
+__all__ = ["ConfigProblem", "main"]
+
+
+class ConfigProblem(click.ClickException):
+    """Invalid configuration: one line naming the setting (never its secret), exit status 2."""
+
+    exit_code = 2
+
+
+def _load(config_file: Path | None) -> Settings:
+    try:
+        return load_settings(config_file)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
 
 
 def _configure_logging(level: str) -> None:
@@ -50,12 +63,36 @@ def main() -> None:
 )
 def run(config_file: Path | None) -> None:
     """Run the collector until SIGTERM or Ctrl-C (then drain and exit 0)."""
-    try:
-        settings = load_settings(config_file)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    settings = _load(config_file)
     _configure_logging(settings.log_level)
-    asyncio.run(_run_collector(settings))
+    try:
+        asyncio.run(_run_collector(settings))
+    except ConfigError as exc:  # found at start: a file the settings name, the dead-letter path
+        raise ConfigProblem(str(exc)) from None
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or YAML file, as for `parkwatch run`.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for machines.")
+def config_show(config_file: Path | None, *, as_json: bool) -> None:
+    """Print the effective settings: environment over file over defaults, secrets masked."""
+    from parkwatch.configshow import effective_settings, render_settings  # noqa: PLC0415
+
+    settings = _load(config_file)
+    if as_json:
+        click.echo(orjson.dumps(effective_settings(settings), option=orjson.OPT_INDENT_2))
+        return
+    click.echo(render_settings(settings, config_file), nl=False)
 
 
 @main.command()

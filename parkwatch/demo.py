@@ -362,7 +362,8 @@ def run_demo(options: DemoOptions) -> None:
                 ).url
             settings = demo_settings(options, broker_url, influx_url, mqtt_311=embedded is not None)
             console.print(
-                f"[bold]parkwatch demo[/]: MQTT {broker_url} · InfluxDB {influx_url} "
+                f"[bold]parkwatch demo[/]: MQTT {settings.mqtt.redacted_url()} · "
+                f"InfluxDB {settings.influx.redacted_url()} "
                 f"(database 'parkwatch') · health http://127.0.0.1:{settings.http.port}/healthz"
                 f" · data in {options.workdir} · Ctrl-C to stop"
             )

@@ -398,14 +398,34 @@ class Mosquitto(LocalServer):
 
 
 class InfluxDB1(LocalServer):
-    """An InfluxDB 1.x server with helpers that speak its HTTP API."""
+    """An InfluxDB 1.x server with helpers that speak its HTTP API.
+
+    With ``admin=(user, password)`` authentication is on: that admin user is created at the
+    first start (InfluxDB lets the first admin be created without credentials) and the helpers
+    send its credentials.
+    """
 
     name = "influxd"
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, port: int | None = None, admin: tuple[str, str] | None = None
+    ) -> None:
         super().__init__(workdir, port=port)
         self.rpc_port = free_port()  # backup/restore RPC; would default to the shared :8088
         self.config_path = self.workdir / "influxdb.conf"
+        self.admin = admin
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start, and create the admin user when authentication is on."""
+        super().start(timeout)
+        if self.admin is not None:
+            user, password = self.admin
+            quoted = password.replace("\\", "\\\\").replace("'", "\\'")
+            self._request(
+                "POST",
+                {"q": f"CREATE USER {_ident(user)} WITH PASSWORD '{quoted}' WITH ALL PRIVILEGES"},
+                f"create admin user on {self!r}",
+            )
 
     @property
     def url(self) -> str:
@@ -434,6 +454,7 @@ bind-address = "{self.host}:{self.rpc_port}"
 
 [http]
   bind-address = "{self.host}:{self.port}"
+  auth-enabled = {"true" if self.admin else "false"}
   log-enabled = false
   pprof-enabled = false
 
@@ -451,8 +472,13 @@ bind-address = "{self.host}:{self.rpc_port}"
     def _ready(self) -> bool:
         return _http_answers(f"{self.url}/ping", 204)
 
+    def _with_auth(self, params: Mapping[str, str]) -> str:
+        """A query string with the admin's credentials added when authentication is on."""
+        auth = {"u": self.admin[0], "p": self.admin[1]} if self.admin else {}
+        return urllib.parse.urlencode({**params, **auth})
+
     def _request(self, method: str, params: Mapping[str, str], what: str) -> list[Any]:
-        status, body = _http(method, f"{self.url}/query?{urllib.parse.urlencode(params)}")
+        status, body = _http(method, f"{self.url}/query?{self._with_auth(params)}")
         try:
             results: list[Any] = json.loads(body)["results"]
         except (ValueError, KeyError) as exc:
@@ -472,7 +498,7 @@ bind-address = "{self.host}:{self.rpc_port}"
 
     def write(self, database: str, lines: str, *, precision: str = "ms") -> None:
         """Write line protocol via ``/write``; raise ServerError unless it answers 204."""
-        query = urllib.parse.urlencode({"db": database, "precision": precision})
+        query = self._with_auth({"db": database, "precision": precision})
         status, body = _http("POST", f"{self.url}/write?{query}", lines.encode())
         if status != 204:
             raise ServerError(f"write to {database}: HTTP {status}: {body[:500]!r}")

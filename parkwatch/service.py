@@ -6,6 +6,7 @@
       -> inbox    [raw messages; full: the MQTT reader pauses, the broker holds QoS 1 messages]
       -> collector/decode.py   where a message becomes a point
            -- bad input --> dead [full: decoder blocks] -> collector/deadletter.py -> ack
+                            (file unwritable: retried with backoff, not acked, health 503)
       -> points   [validated; full: the decoder blocks, then the inbox fills]
       -> parkwatch/analytics.py   journal (fsync), park clocks, then for each point:
            kpi/ engine   -> park_kpi records -> the rules engine, and park_kpi points
@@ -100,6 +101,7 @@ class Collector:
         self._source: MqttSource | None = None
         self._writer: Writer | None = None
         self._analytics: Analytics | None = None
+        self._dead_file = DeadLetterFile(settings.deadletter)
         self._observers: list[Callable[[Point], None]] = []
         self.clocks = ParkClocks()
         """Every park's event-time clock, shared by the engines."""
@@ -130,6 +132,8 @@ class Collector:
         ):
             self.metrics.watch_queue(name, queue.qsize)
 
+        # A path that can never take a record fails the start (ConfigError), before we connect.
+        self._dead_file.check()
         async with contextlib.AsyncExitStack() as resources:
             # Each resource is released in reverse order, also when a later one fails to start.
             spool = Spool(
@@ -216,7 +220,7 @@ class Collector:
         q: _Queues,
     ) -> None:
         """Every long-running task, in one TaskGroup; on ``stop``, drain and cancel them."""
-        dead_file = DeadLetterFile(self.settings.deadletter)
+        dead_file = self._dead_file
         # Without engines the decoder feeds the writer directly.
         decoded = q.points if analytics is not None else q.writes
         async with asyncio.TaskGroup() as group:
@@ -283,8 +287,14 @@ class Collector:
         mqtt_ok = source is not None and source.connected.is_set()
         sink_ok = await self._sink.ping()
         spool_ok = writer is not None and not writer.spool_full
+        dead_error = self._dead_file.error
+        # Only redacted URLs and names here: /healthz may be served on 0.0.0.0 (the Dockerfile).
         return {
             "mqtt": {"ok": mqtt_ok, "url": self.settings.mqtt.redacted_url()},
             "sink": {"ok": sink_ok, "target": self._sink.name},
             "spool": {"ok": spool_ok, "detail": "full: not acking" if not spool_ok else "ok"},
+            "deadletter": {
+                "ok": dead_error is None,
+                "detail": f"{dead_error}: not acking those messages" if dead_error else "ok",
+            },
         }

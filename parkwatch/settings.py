@@ -8,6 +8,7 @@ file (``parkwatch run --config FILE``, TOML or YAML), then the defaults below.
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -33,6 +34,7 @@ from pydantic_settings import (
 )
 
 from parkwatch.errors import ConfigError
+from parkwatch.redaction import UrlUserInfo, redact_url, split_user_info
 
 __all__ = [
     "DEFAULT_GROUP_BY",
@@ -59,13 +61,38 @@ __all__ = [
     "WebhookReceiverSettings",
     "WriterSettings",
     "load_settings",
+    "read_config_file",
 ]
 
 
 class _Section(BaseModel):
     """A settings section: a typo in a key is an error, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: a rejected value may be a URL holding a password.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+def _checked_url(value: str, schemes: tuple[str, ...], shape: str, password: str) -> UrlUserInfo:
+    """Validate a server URL without ever quoting it (it may hold a password); return its parts.
+
+    ``password`` names the setting that takes the password instead of the URL.
+    """
+    parts = split_user_info(value)
+    if parts is None or parts.scheme.lower() not in schemes:
+        raise ValueError(f"must look like {shape}")
+    if parts.ambiguous:
+        raise ValueError(
+            "the user name or password in the URL holds '/', '?' or '#': percent-encode them "
+            f"(%2F, %3F, %23) or give the password as {password}"
+        )
+    try:
+        rest = urlsplit(parts.without_user_info())
+        host, _ = rest.hostname, rest.port
+    except ValueError:
+        raise ValueError(f"must look like {shape}: the port is not a number 0-65535") from None
+    if not host:
+        raise ValueError(f"must look like {shape}")
+    return parts
 
 
 class MqttSettings(_Section):
@@ -108,20 +135,51 @@ class MqttSettings(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        _checked_url(
+            value, ("mqtt", "mqtts"), "mqtt://host:port or mqtts://host:port", "mqtt.password"
+        )
         return value
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
 
     @model_validator(mode="after")
     def _secret_out_of_url(self) -> MqttSettings:
         """Keep a password given in the URL only as a SecretStr, never in the plain URL."""
-        parts = urlsplit(self.url)
-        if parts.password is not None:
+        parts = split_user_info(self.url)
+        if parts is not None and parts.password is not None:
             if self.password is None:
-                self.password = SecretStr(unquote(parts.password))
-            self.url = self.redacted_url().replace(":***@", "@")
+                self.password = SecretStr(parts.decoded_password() or "")
+            self.url = parts.without_password()
+        if self.password is not None and self.credentials() is None:
+            raise ValueError("mqtt.password is set without a user name (mqtt.username or the URL)")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("mqtt.key_file is set without mqtt.cert_file")
+        if self.tls:
+            self._check_tls_files()
         return self
+
+    def _check_tls_files(self) -> None:
+        """Load the TLS files as the connection will, so a bad one fails the start clearly."""
+        context = ssl.create_default_context()
+        if self.ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=self.ca_file)
+            except (ssl.SSLError, OSError):
+                raise ValueError(
+                    f"mqtt.ca_file: {self.ca_file} holds no usable PEM CA certificate"
+                ) from None
+        if self.cert_file is not None:
+            try:
+                # An encrypted key would prompt on the terminal: refuse it instead.
+                context.load_cert_chain(self.cert_file, self.key_file, password=lambda: b"")
+            except (ssl.SSLError, OSError):
+                raise ValueError(
+                    f"mqtt.cert_file/key_file: {self.cert_file} and {self.key_file or 'its key'} "
+                    "do not load as a PEM certificate and its unencrypted private key"
+                ) from None
 
     @property
     def host(self) -> str:
@@ -141,31 +199,27 @@ class MqttSettings(_Section):
 
     def credentials(self) -> tuple[str, str | None] | None:
         """Username and password: explicit settings win over those in the URL."""
-        parts = urlsplit(self.url)
-        user = self.username or (unquote(parts.username) if parts.username else None)
+        parts = split_user_info(self.url)
+        user = self.username or (parts.decoded_user() if parts is not None else None) or None
         if user is None:
             return None
         if self.password is not None:
             return user, self.password.get_secret_value()
-        return user, unquote(parts.password) if parts.password else None
+        return user, None
 
     def redacted_url(self) -> str:
-        """The URL without its password, for logs."""
-        parts = urlsplit(self.url)
-        netloc = parts.hostname or ""
-        if ":" in netloc:  # IPv6 literal
-            netloc = f"[{netloc}]"
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
-        if parts.username:
-            netloc = f"{parts.username}:***@{netloc}"
-        return f"{parts.scheme}://{netloc}"
+        """The URL for display (logs, /healthz): see ``parkwatch.redaction.redact_url``."""
+        return redact_url(self.url)
 
 
 class InfluxSettings(_Section):
     """The InfluxDB the points go to: v1 (``/write``) or v2 (influxdb-client)."""
 
-    url: str = "http://127.0.0.1:8086"
+    url: str = Field(
+        default="http://127.0.0.1:8086",
+        description="http(s)://[user:password@]host[:port][/path]; a path serves a database "
+        "behind a reverse proxy; user and password move into username and password.",
+    )
     api: Literal["v1", "v2"] = "v1"
     database: str = Field(default="parkwatch", description="v1 database, or v2 bucket.")
     retention_policy: str | None = Field(default=None, description="v1 only.")
@@ -182,10 +236,40 @@ class InfluxSettings(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must look like http://host:port")
+        shape = "http://host:port or http://host:port/path"
+        parts = _checked_url(value, ("http", "https"), shape, "influx.password")
+        rest = urlsplit(parts.without_user_info())
+        if rest.query or rest.fragment:
+            raise ValueError(f"must look like {shape}, without a query or fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> InfluxSettings:
+        """Move credentials out of the URL (explicit settings win), then allow one auth method."""
+        parts = split_user_info(self.url)
+        if parts is not None and parts.user is not None:
+            if self.username is None:
+                self.username = parts.decoded_user() or None
+            if self.password is None and parts.password is not None:
+                self.password = SecretStr(parts.decoded_password() or "")
+            self.url = parts.without_user_info()
+        if self.token is not None and (self.username is not None or self.password is not None):
+            raise ValueError(
+                "influx.token and influx.username/password (or user:password in influx.url) "
+                "are two ways to authenticate: set only one"
+            )
+        if self.password is not None and self.username is None:
+            raise ValueError("influx.password is set without influx.username")
+        if self.api == "v2" and self.username is not None:
+            raise ValueError(
+                "influx.username/password are for api v1; v2 authenticates with influx.token "
+                "(InfluxDB 1.8's v2 API takes 'username:password' as the token)"
+            )
+        return self
+
+    def redacted_url(self) -> str:
+        """The URL for display (logs, /healthz, errors): see ``redact_url``."""
+        return redact_url(self.url)
 
 
 class IngestSettings(_Section):
@@ -229,6 +313,12 @@ class DeadLetterSettings(_Section):
     backups: int = Field(default=5, ge=1)
     max_payload_chars: int = Field(
         default=4096, ge=64, description="Raw payloads longer than this are truncated."
+    )
+    retry_initial_s: float = Field(
+        default=0.5, gt=0, description="First wait before retrying a failed dead-letter write."
+    )
+    retry_max_s: float = Field(
+        default=10.0, gt=0, description="Longest wait between dead-letter write retries."
     )
 
 
@@ -584,7 +674,10 @@ class Settings(BaseSettings):
     """Everything every subcommand needs, validated at start: one section per subsystem."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PARKWATCH_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="PARKWATCH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,
     )
 
     mqtt: MqttSettings = MqttSettings()
@@ -626,7 +719,8 @@ class Settings(BaseSettings):
 _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("config_file_values", default=None)
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a TOML or YAML config file; ``ConfigError`` naming the file if unusable."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -640,23 +734,40 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _readable_file(path: Path | None) -> Path | None:
+    """``path`` if it can be opened for reading (a TLS file the connection will need)."""
+    if path is None:
+        return None
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return path
+
+
 def _describe(exc: ValidationError) -> str:
+    """One line per invalid setting, naming it; never the rejected value (it may be a secret)."""
     lines = []
-    for error in exc.errors():
+    for error in exc.errors(include_url=False, include_input=False):
         where = ".".join(str(part) for part in error["loc"]) or "(root)"
-        lines.append(f"  {where}: {error['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
+    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from overrides, the environment and an optional file; fail clearly."""
-    file_values = _read_file(config_file) if config_file else {}
+    file_values = read_config_file(config_file) if config_file else {}
 
     token = _FILE_VALUES.set(file_values)
     try:
         loaded = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        # from None: a traceback of the ValidationError could quote a rejected secret.
+        raise ConfigError(_describe(exc)) from None
     finally:
         _FILE_VALUES.reset(token)
     return loaded

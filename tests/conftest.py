@@ -12,6 +12,7 @@ import re
 import secrets
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -23,6 +24,7 @@ from parkwatch.localservers import (
     VictoriaMetrics,
     make_tls_files,
 )
+from tests.mounts import MountUnavailable, tmpfs
 
 MQTT_USERNAME = "parkwatch"
 
@@ -81,6 +83,20 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1]:
         yield server
 
 
+INFLUX_ADMIN = "admin"
+
+
+@pytest.fixture(scope="session")
+def influxdb_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1]:
+    """An InfluxDB 1.x with authentication on; ``.admin`` holds the valid user and password.
+
+    The password holds every character a URL must percent-encode in its user info.
+    """
+    admin = (INFLUX_ADMIN, f"p@ss/w#rd?:{secrets.token_urlsafe(8)}")
+    with InfluxDB1(tmp_path_factory.mktemp("influxdb_auth"), admin=admin) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
     """A VictoriaMetrics server shared by the session; isolate tests by measurement or tag."""
@@ -110,14 +126,25 @@ def influx_database(request: pytest.FixtureRequest, influxdb: InfluxDB1) -> Iter
     influxdb.drop_database(name)
 
 
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a read-only tmpfs (root ignores chmod); skipped where mounts are denied."""
+    try:
+        with tmpfs(tmp_path / "read-only") as mount:
+            mount.read_only()
+            yield mount.path
+    except MountUnavailable as exc:
+        pytest.skip(f"needs a read-only mount: {exc}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Addition for tests/collector/test_delivery_faults.py: print the counts each fault test
 # recorded (record_property), so a run shows what was published, accepted, spooled, replayed...
 # ---------------------------------------------------------------------------------------------
 
-FAULT_TESTS = "test_delivery_faults.py"
+FAULT_TESTS = ("test_delivery_faults.py", "test_deadletter_faults.py")
 # Notification tests record their firing -> delivered latency per receiver the same way.
-REPORTED_TESTS = (FAULT_TESTS, "tests/notify/")
+REPORTED_TESTS = (*FAULT_TESTS, "tests/notify/")
 
 
 def pytest_terminal_summary(

@@ -1,4 +1,10 @@
-"""InfluxDB 1.x adapter: ``POST /write?db=&rp=&precision=ms`` over aiohttp, gzip optional."""
+"""InfluxDB 1.x adapter: ``POST /write?db=&rp=&precision=ms`` over aiohttp, gzip optional.
+
+The configured URL may carry a path (an InfluxDB behind a reverse proxy at ``/influx``): every
+endpoint is joined onto it. Credentials come from the settings (which moved any ``user:password@``
+out of the URL) and travel as one ``Authorization`` header: Basic for username/password, Token for
+a token; the settings allow only one of the two.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import logging
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from collector.adapters.httpstatus import error_for_status
 from parkwatch.errors import SinkError, SinkRejected, SinkUnavailable
@@ -22,32 +29,31 @@ class InfluxV1Sink:
 
     def __init__(self, settings: InfluxSettings) -> None:
         self._settings = settings
-        self.name = f"influxdb-v1 {settings.url} db={settings.database}"
+        self.name = f"influxdb-v1 {settings.redacted_url()} db={settings.database}"
         self._session: aiohttp.ClientSession | None = None
+        base = URL(settings.url)
+        self._write_url, self._query_url, self._ping_url = (
+            base.joinpath(endpoint) for endpoint in ("write", "query", "ping")
+        )
         params = {"db": settings.database, "precision": "ms"}
         if settings.retention_policy:
             params["rp"] = settings.retention_policy
         self._params = params
 
     def _headers(self) -> dict[str, str]:
-        headers = {}
-        if self._settings.token is not None:
-            headers["Authorization"] = f"Token {self._settings.token.get_secret_value()}"
-        return headers
-
-    def _auth(self) -> aiohttp.BasicAuth | None:
-        if self._settings.username is None:
-            return None
-        password = self._settings.password.get_secret_value() if self._settings.password else ""
-        return aiohttp.BasicAuth(self._settings.username, password)
+        s = self._settings
+        if s.token is not None:
+            return {"Authorization": f"Token {s.token.get_secret_value()}"}
+        if s.username is not None:
+            password = s.password.get_secret_value() if s.password is not None else ""
+            return {"Authorization": aiohttp.encode_basic_auth(s.username, password)}
+        return {}
 
     async def start(self) -> None:
         """Open the HTTP session; create the database if configured to (best effort)."""
         self._session = aiohttp.ClientSession(
-            base_url=self._settings.url,
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s),
             headers=self._headers(),
-            auth=self._auth(),
         )
         if self._settings.create_database:
             try:
@@ -65,7 +71,7 @@ class InfluxV1Sink:
     async def _query(self, influxql: str) -> None:
         session = self._require_session()
         try:
-            async with session.post("/query", data={"q": influxql}) as response:
+            async with session.post(self._query_url, data={"q": influxql}) as response:
                 # Read the body: InfluxDB 1.x sends the status line before the statement has
                 # run, and reports statement errors inside a 200 answer.
                 text = await response.text()
@@ -90,7 +96,7 @@ class InfluxV1Sink:
             headers["Content-Encoding"] = "gzip"
         try:
             async with session.post(
-                "/write", params=self._params, data=body, headers=headers
+                self._write_url, params=self._params, data=body, headers=headers
             ) as response:
                 if response.status == 204:
                     return
@@ -103,7 +109,7 @@ class InfluxV1Sink:
         """``GET /ping`` answers 204 when InfluxDB is up."""
         session = self._require_session()
         try:
-            async with session.get("/ping") as response:
+            async with session.get(self._ping_url) as response:
                 return response.status == 204
         except (aiohttp.ClientError, TimeoutError):
             return False

@@ -1,7 +1,8 @@
 """InfluxDB 2.x/3.x adapter through ``influxdb-client``'s ``InfluxDBClientAsync`` (asyncio).
 
 Its threaded Rx batching API is not used: the writer stage batches, this adapter only writes.
-Tested against VictoriaMetrics' ``/api/v2/write``, since no InfluxDB 2/3 server runs here.
+Tested against VictoriaMetrics' ``/api/v2/write``, since no InfluxDB 2/3 server runs here. A URL
+with a path (behind a reverse proxy) works: the client appends ``/api/v2/write`` to it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class InfluxV2Sink:
 
     def __init__(self, settings: InfluxSettings) -> None:
         self._settings = settings
-        self.name = f"influxdb-v2 {settings.url} bucket={settings.database}"
+        self.name = f"influxdb-v2 {settings.redacted_url()} bucket={settings.database}"
         self._client: InfluxDBClientAsync | None = None
 
     async def start(self) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterable
+import contextlib
+import os
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,10 @@ import pytest
 from collector.deadletter import DeadLetterFile, run_dead_letters
 from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
+from parkwatch.errors import ConfigError
 from parkwatch.settings import DeadLetterSettings
+from tests.helpers import until
+from tests.mounts import MountUnavailable, tmpfs
 
 RECEIVED_AT = 1_700_000_000.5
 TOPIC = "parks/caohejing/microgrid/meter-1/telemetry"
@@ -243,3 +248,120 @@ def test_a_truncated_utf8_payload_is_still_stored_as_text(tmp_path: Path) -> Non
     assert record["truncated"] is True
     assert "payload" in record
     assert "€".startswith(record["payload"][:1])
+
+
+# -- a file that cannot be written -----------------------------------------------------------------
+
+
+def test_check_accepts_a_writable_path_and_creates_it(tmp_path: Path) -> None:
+    sink = dead_letter_file(tmp_path)
+    sink.check()
+    assert sink.path.is_file()
+    assert sink.path.read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("make_path", "why"),
+    [
+        (lambda tmp: Path("/dev/full"), "/dev/full is not a regular file"),
+        (lambda tmp: tmp, "is not a regular file"),
+        (lambda tmp: tmp / "f" / "dead.jsonl", "is not a directory"),
+    ],
+    ids=["dev-full", "a-directory", "under-a-file"],
+)
+def test_check_refuses_a_path_that_can_never_work_naming_the_setting(
+    tmp_path: Path, make_path: Callable[[Path], Path], why: str
+) -> None:
+    (tmp_path / "f").write_text("a file\n")
+    sink = DeadLetterFile(DeadLetterSettings(path=make_path(tmp_path)))
+    with pytest.raises(ConfigError, match=r"^deadletter\.path: ") as caught:
+        sink.check()
+    assert why in str(caught.value)
+
+
+def test_check_refuses_a_path_on_a_read_only_file_system(read_only_dir: Path) -> None:
+    sink = DeadLetterFile(DeadLetterSettings(path=read_only_dir / "dead.jsonl"))
+    with pytest.raises(ConfigError, match=r"^deadletter\.path: .*Read-only file system"):
+        sink.check()
+
+
+def failing_then_fixed(tmp_path: Path, how: str) -> tuple[Path, Callable[[], None]]:
+    """A dead-letter path that cannot be written, and the repair that makes it work."""
+    path = tmp_path / "dl" / "dead.jsonl"
+    if how == "dev-full":  # every write fails with ENOSPC, as on a full disk
+        path.parent.mkdir()
+        path.symlink_to("/dev/full")
+        return path, path.unlink
+    blocker = tmp_path / "dl"  # the directory is a file: ENOTDIR / EEXIST
+    blocker.write_text("in the way\n")
+    return path, blocker.unlink
+
+
+@pytest.mark.parametrize("how", ["dev-full", "under-a-file"])
+async def test_a_failing_write_is_retried_counted_reported_and_acked_only_once_recorded(
+    tmp_path: Path, how: str
+) -> None:
+    path, repair = failing_then_fixed(tmp_path, how)
+    sink = DeadLetterFile(DeadLetterSettings(path=path, retry_initial_s=0.01, retry_max_s=0.05))
+    metrics = Metrics()
+    settled = Settled()
+    inbox: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    for ticket in (1, 2):
+        inbox.put_nowait(letter(str(ticket).encode(), ticket=ticket))
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name)
+
+    stage = asyncio.create_task(run_dead_letters(sink, inbox, settled, metrics))
+    try:
+        await until(
+            lambda: (sample("parkwatch_deadletter_write_errors_total") or 0) >= 3,
+            what="three failed attempts",
+            alive=stage,
+        )
+        assert sink.error is not None
+        assert str(path) in sink.error
+        assert sample("parkwatch_deadletter_failing") == 1
+        assert settled.tickets == []  # not recorded, so not acked
+        repair()
+        await asyncio.wait_for(inbox.join(), timeout=10)
+    finally:
+        stage.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stage
+    assert settled.tickets == [1, 2]
+    assert [r["payload"] for r in read_records(path)] == ["1", "2"]  # once each
+    assert sink.error is None
+    assert sample("parkwatch_deadletter_failing") == 0
+    assert (
+        metrics.registry.get_sample_value(
+            "parkwatch_dead_letters_total", {"reason": Reason.INVALID_PAYLOAD}
+        )
+        == 2
+    )
+
+
+def test_a_write_that_fills_the_disk_leaves_no_torn_record(tmp_path: Path) -> None:
+    try:
+        with tmpfs(tmp_path / "small", size="64k") as mount:
+            sink = DeadLetterFile(
+                DeadLetterSettings(path=mount.path / "dead.jsonl", max_payload_chars=2000)
+            )
+            sink.write([letter(b"before", ticket=1)])
+            size = sink.path.stat().st_size
+            filler = mount.path / "filler"
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+            with contextlib.suppress(OSError):
+                while True:  # until ENOSPC
+                    os.write(fd, b"\0" * 4096)
+            os.close(fd)
+            batch = [letter(b"b" * 2000, ticket=n) for n in range(10)]  # > the page's slack
+            with pytest.raises(OSError, match="No space left"):
+                sink.write(batch)
+            assert sink.path.stat().st_size == size  # the partial append was cut off again
+            filler.unlink()
+            sink.write(batch)
+            records = read_records(sink.path)
+    except MountUnavailable as exc:
+        pytest.skip(f"needs a small tmpfs: {exc}")
+    assert [r["payload"][:6] for r in records] == ["before", *["bbbbbb"] * 10]

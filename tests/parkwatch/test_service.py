@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import orjson
+import pytest
 
 from parkwatch.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from tests.helpers import collector_settings, publish_all, running_collector, until
@@ -215,3 +218,47 @@ async def test_the_v2_write_path_end_to_end_into_victoriametrics(
     assert len(found) == 30
     assert found[("bess-0", base_ms)] == 50.0
     assert found[("bess-2", base_ms - 29_000)] == 79.0
+
+
+async def test_an_influx_password_in_the_url_shows_nowhere_and_is_used_to_authenticate(
+    *,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb_auth: InfluxDB1,
+    influx_database: str,
+    topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not in the start-up line, /healthz (served on 0.0.0.0 in the Dockerfile), write errors."""
+    assert influxdb_auth.admin is not None
+    user, password = influxdb_auth.admin
+    url = f"http://{user}:{quote(password, safe='')}@{influxdb_auth.host}:{influxdb_auth.port}"
+    settings = collector_settings(
+        tmp_path, mosquitto, influxdb_auth, influx_database, topic_prefix, influx={"url": url}
+    )
+    caplog.set_level(logging.DEBUG)
+    base_ms = int(time.time() * 1000)
+    topic = f"{topic_prefix}/p1/microgrid/m-1/telemetry"
+    try:
+        async with running_collector(settings) as (collector, running):
+            first = {"ts": base_ms, "pv_kw": 1.5, "aux": 1.0}
+            publish_all(mosquitto, [(topic, orjson.dumps(first))])
+            await until(lambda: collector.metrics.points_written._value.get() == 1, alive=running)
+            # A write InfluxDB refuses (float field, now bool): the warning names the sink's URL.
+            conflict = {"ts": base_ms + 1, "pv_kw": 1.5, "aux": True}
+            publish_all(mosquitto, [(topic, orjson.dumps(conflict))])
+            await until(
+                lambda: collector.metrics.write_errors.labels("rejected")._value.get() >= 1,
+                alive=running,
+            )
+            health_url = f"http://127.0.0.1:{collector.http_port}/healthz"
+            async with aiohttp.ClientSession() as http, http.get(health_url) as reply:
+                health = await reply.text()
+                assert reply.status == 200, health
+    finally:
+        influxdb_auth.drop_database(influx_database)
+    shown = f"{health}\n{caplog.text}"
+    assert f"{influxdb_auth.host}:{influxdb_auth.port}" in shown  # the URL is shown ...
+    assert "database rejected a line" in caplog.text
+    for secret in (password, quote(password, safe=""), quote(password)):
+        assert secret not in shown  # ... without its password

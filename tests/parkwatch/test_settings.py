@@ -264,15 +264,20 @@ def test_redacted_url_without_credentials_is_the_plain_url() -> None:
 
 def test_secret_settings_never_show_in_repr_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARKWATCH_INFLUX__TOKEN", TOKEN)
-    monkeypatch.setenv("PARKWATCH_INFLUX__PASSWORD", "influx-" + PASSWORD)
     monkeypatch.setenv("PARKWATCH_MQTT__PASSWORD", PASSWORD)
-    settings = load_settings(influx={"api": "v2"}, mqtt={"username": "collector"})
-    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.influx)):
-        assert TOKEN not in text
-        assert PASSWORD not in text
-    assert settings.mqtt.credentials() == ("collector", PASSWORD)
-    assert settings.influx.token is not None
-    assert settings.influx.token.get_secret_value() == TOKEN
+    with_token = load_settings(influx={"api": "v2"}, mqtt={"username": "collector"})
+    monkeypatch.delenv("PARKWATCH_INFLUX__TOKEN")
+    monkeypatch.setenv("PARKWATCH_INFLUX__PASSWORD", "influx-" + PASSWORD)
+    with_password = load_settings(influx={"username": "writer"}, mqtt={"username": "collector"})
+    for settings in (with_token, with_password):
+        for text in (repr(settings), str(settings), settings.model_dump_json()):
+            assert TOKEN not in text
+            assert PASSWORD not in text
+        assert settings.mqtt.credentials() == ("collector", PASSWORD)
+    assert with_token.influx.token is not None
+    assert with_token.influx.token.get_secret_value() == TOKEN
+    assert with_password.influx.password is not None
+    assert with_password.influx.password.get_secret_value() == "influx-" + PASSWORD
 
 
 def test_settings_class_reads_the_environment_directly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,3 +302,116 @@ def test_an_unknown_nested_setting_in_a_file_is_a_config_error_naming_it(tmp_pat
     path = write(tmp_path / "c.yaml", "writer:\n  batch_sise: 10\n")
     with pytest.raises(ConfigError, match=r"writer\.batch_sise:"):
         load_settings(path)
+
+
+# -- InfluxDB URL: credentials, a path, one way to authenticate --------------------------------
+
+
+def test_influx_url_credentials_move_into_username_and_password() -> None:
+    settings = load_settings(influx={"url": "http://writer:p%40ss%2Fword@db.example:8086/"})
+    assert settings.influx.url == "http://db.example:8086"
+    assert settings.influx.username == "writer"
+    assert settings.influx.password is not None
+    assert settings.influx.password.get_secret_value() == "p@ss/word"
+    for text in (repr(settings), settings.model_dump_json(), settings.influx.redacted_url()):
+        assert "p@ss/word" not in text
+        assert "p%40ss%2Fword" not in text
+
+
+def test_explicit_influx_username_and_password_win_over_the_url() -> None:
+    settings = load_settings(
+        influx={"url": "http://u:old@db:8086", "username": "w", "password": "new"}
+    )
+    assert settings.influx.url == "http://db:8086"
+    assert settings.influx.username == "w"
+    assert settings.influx.password is not None
+    assert settings.influx.password.get_secret_value() == "new"
+
+
+def test_an_influx_url_with_a_path_keeps_it_without_the_trailing_slash() -> None:
+    settings = load_settings(influx={"url": "https://proxy.example/influx/"})
+    assert settings.influx.url == "https://proxy.example/influx"
+
+
+@pytest.mark.parametrize(
+    ("influx", "message"),
+    [
+        ({"token": TOKEN, "username": "w"}, r"influx: influx\.token and influx\.username"),
+        ({"token": TOKEN, "url": f"http://w:{PASSWORD}@db:8086"}, r"influx\.token and influx"),
+        ({"password": PASSWORD}, r"influx\.password is set without influx\.username"),
+        (
+            {"api": "v2", "token": TOKEN, "url": f"http://w:{PASSWORD}@db"},
+            r"influx\.token and influx\.username",
+        ),
+        ({"api": "v2", "username": "w"}, r"influx\.username/password are for api v1"),
+        ({"url": f"http://w:{PASSWORD}@db:8086/?db=x"}, r"influx\.url: .*without a query"),
+        ({"url": f"http://w:{PASSWORD}@db:80x6"}, r"influx\.url: .*port is not a number"),
+        ({"url": "http://w:Xk9/Qzv@db:8086"}, r"influx\.url: .*percent-encode"),
+    ],
+)
+def test_influx_settings_that_cannot_work_are_one_line_naming_them_without_secrets(
+    influx: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(influx=influx)
+    text = str(caught.value)
+    assert "\n" not in text
+    for secret in (TOKEN, PASSWORD, "Xk9", "Qzv"):
+        assert secret not in text
+
+
+# -- MQTT URL: passwords that do not parse, TLS files ------------------------------------------
+
+
+@pytest.mark.parametrize("password", ["Xk9/secret", "Xk9#secret", "Xk9?secret", "Xk9/se#c?r"])
+def test_an_unencoded_slash_hash_or_question_mark_in_the_mqtt_password_is_one_clear_line(
+    password: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(mqtt={"url": f"mqtt://collector:{password}@broker:1883"})
+    text = str(caught.value)
+    assert text.startswith("invalid configuration: mqtt.url: ")
+    assert "percent-encode" in text
+    assert "mqtt.password" in text
+    assert "\n" not in text
+    assert "Xk9" not in text  # not even the start of the password
+    assert "secret" not in text
+
+
+def test_a_percent_encoded_mqtt_password_with_those_characters_is_accepted() -> None:
+    settings = load_settings(mqtt={"url": "mqtt://collector:Xk9%2Fse%23c%3Fr@broker:1883"})
+    assert settings.mqtt.credentials() == ("collector", "Xk9/se#c?r")
+    assert settings.mqtt.url == "mqtt://collector@broker:1883"
+
+
+def test_a_password_at_sign_in_the_mqtt_url_is_accepted_as_before() -> None:
+    settings = load_settings(mqtt={"url": "mqtt://collector:p@ss@broker:1883"})
+    assert settings.mqtt.credentials() == ("collector", "p@ss")
+    assert (settings.mqtt.host, settings.mqtt.port) == ("broker", 1883)
+
+
+def test_an_mqtt_password_without_a_user_name_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"mqtt\.password is set without a user name"):
+        load_settings(mqtt={"password": PASSWORD})
+
+
+@pytest.mark.parametrize("setting", ["ca_file", "cert_file"])
+def test_a_missing_tls_file_is_one_line_naming_the_setting_and_the_file(
+    tmp_path: Path, setting: str
+) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(mqtt={"url": "mqtts://broker", setting: missing})
+    assert str(caught.value) == (
+        f"invalid configuration: mqtt.{setting}: cannot read {missing}: No such file or directory"
+    )
+
+
+def test_tls_files_that_are_not_pem_are_a_config_error_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    garbage = write(tmp_path / "garbage.pem", "not a certificate\n")
+    with pytest.raises(ConfigError, match=r"mqtt: mqtt\.ca_file: .*garbage\.pem"):
+        load_settings(mqtt={"url": "mqtts://broker", "ca_file": garbage})
+    with pytest.raises(ConfigError, match=r"mqtt: mqtt\.cert_file/key_file: .*garbage\.pem"):
+        load_settings(mqtt={"url": "mqtts://broker", "cert_file": garbage, "key_file": garbage})

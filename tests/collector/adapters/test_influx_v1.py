@@ -1,11 +1,13 @@
 """InfluxDB 1.x adapter against the real session InfluxDB: writes that read back, the errors
-the writer depends on (400 refused vs. unavailable), ping, and gzip on and off."""
+the writer depends on (400 refused vs. unavailable), ping, gzip on and off, a URL with a path
+behind a reverse proxy, and credentials in the URL against an InfluxDB with authentication on."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -14,6 +16,7 @@ from parkwatch.errors import SinkRejected, SinkUnavailable
 from parkwatch.localservers import InfluxDB1, free_port
 from parkwatch.settings import InfluxSettings
 from tests.helpers import until
+from tests.proxy import PrefixProxy
 
 pytestmark = pytest.mark.servers
 
@@ -176,3 +179,85 @@ async def test_the_first_write_after_start_finds_the_database_start_created(
         for database in created:
             influxdb.drop_database(database)
     assert lost == []
+
+
+# -- a URL with a path (reverse proxy) and credentials in the URL ----------------------------------
+
+
+async def test_a_url_with_a_path_reaches_influxdb_behind_a_reverse_proxy(
+    influxdb: InfluxDB1, influx_database: str
+) -> None:
+    database = f"{influx_database}_proxied"
+    try:
+        proxy = PrefixProxy(influxdb.url, "influx")
+        # The URL as pasted, trailing slash included; start() creates the database.
+        async with proxy.running(), started(proxy.url, database, create_database=True) as sink:
+            await until(lambda: database in database_names(influxdb), what="database")
+            await sink.write(f"m v=1 {BASE_MS}\nm v=2 {BASE_MS + 1}".encode())
+            assert await sink.ping() is True
+        assert influxdb.query(database, "SELECT v FROM m") == [
+            {"time": BASE_MS, "v": 1},
+            {"time": BASE_MS + 1, "v": 2},
+        ]
+        assert set(proxy.forwarded) == {"/query", "/write", "/ping"}
+        assert proxy.refused == []
+    finally:
+        influxdb.drop_database(database)
+
+
+@pytest.fixture
+def auth_database(influxdb_auth: InfluxDB1, influx_database: str) -> Iterator[str]:
+    """A fresh database on the InfluxDB with authentication on."""
+    influxdb_auth.create_database(influx_database)
+    yield influx_database
+    influxdb_auth.drop_database(influx_database)
+
+
+def url_with_credentials(server: InfluxDB1, user: str, password: str) -> str:
+    """The server's URL with percent-encoded ``user:password@``."""
+    return f"http://{quote(user, safe='')}:{quote(password, safe='')}@{server.host}:{server.port}"
+
+
+async def test_credentials_in_the_url_authenticate_against_influxdb_with_auth_on(
+    influxdb_auth: InfluxDB1, auth_database: str
+) -> None:
+    assert influxdb_auth.admin is not None
+    user, password = influxdb_auth.admin  # holds @ / # ? :, percent-encoded in the URL
+    async with started(influxdb_auth.url, auth_database, create_database=False) as anonymous:
+        with pytest.raises(SinkUnavailable) as refused:
+            await anonymous.write(f"m v=0 {BASE_MS}".encode())
+    assert refused.value.status == 401  # authentication really is on
+
+    url = url_with_credentials(influxdb_auth, user, password)
+    async with started(url, auth_database) as sink:
+        await sink.write(f"m v=1 {BASE_MS}".encode())
+    assert influxdb_auth.query(auth_database, "SELECT v FROM m") == [{"time": BASE_MS, "v": 1}]
+
+
+async def test_an_explicit_password_wins_over_the_one_in_the_url(
+    influxdb_auth: InfluxDB1, auth_database: str
+) -> None:
+    assert influxdb_auth.admin is not None
+    user, password = influxdb_auth.admin
+    url = url_with_credentials(influxdb_auth, user, "stale-password")
+    async with started(url, auth_database, password=password) as sink:
+        await sink.write(f"m v=2 {BASE_MS}".encode())
+    assert influxdb_auth.query(auth_database, "SELECT v FROM m") == [{"time": BASE_MS, "v": 2}]
+
+
+async def test_no_password_from_the_url_shows_in_the_sink_name_or_its_errors(
+    influxdb_auth: InfluxDB1, auth_database: str
+) -> None:
+    assert influxdb_auth.admin is not None
+    user, _ = influxdb_auth.admin
+    wrong = "Wr0ng/pass#word@x"
+    url = url_with_credentials(influxdb_auth, user, wrong)
+    async with started(url, auth_database) as sink:
+        with pytest.raises(SinkUnavailable) as caught:
+            await sink.write(f"m v=3 {BASE_MS}".encode())
+    assert caught.value.status == 401
+    shown = f"{sink.name}\n{caught.value}\n{caught.value.target}"
+    for secret in (wrong, quote(wrong, safe="")):
+        assert secret not in shown
+    assert f"http://{user}:***@{influxdb_auth.host}:{influxdb_auth.port}" not in shown  # moved
+    assert f"{influxdb_auth.host}:{influxdb_auth.port}" in sink.name

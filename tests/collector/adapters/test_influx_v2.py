@@ -25,6 +25,7 @@ from parkwatch.errors import SinkRejected, SinkUnavailable
 from parkwatch.localservers import VictoriaMetrics, free_port
 from parkwatch.settings import InfluxSettings
 from tests.helpers import until
+from tests.proxy import PrefixProxy
 
 TOKEN = "v2-test-token"
 BASE_MS = 1_704_067_200_000  # 2024-01-01: an hour long past, visible at once after a flush
@@ -101,6 +102,26 @@ async def test_lines_written_through_the_v2_api_arrive_with_names_labels_values_
         (f"{measurement}_ok", first, (1,), (BASE_MS,)),
         (f"{measurement}_pv_kw", second, (-2.25,), (BASE_MS + 1000,)),
     }
+
+
+@pytest.mark.servers
+async def test_a_url_with_a_path_reaches_the_v2_api_behind_a_reverse_proxy(
+    victoria: VictoriaMetrics,
+) -> None:
+    measurement = "v2proxied"
+    proxy = PrefixProxy(victoria.url, "tsdb")
+    # proxy.url is pasted with its trailing slash.
+    async with proxy.running(), started(v2_settings(proxy.url)) as sink:
+        await sink.write(f"{measurement},device=d-1 pv_kw=7.5 {BASE_MS}".encode())
+        assert await sink.ping() is True
+    assert set(proxy.forwarded) == {"/api/v2/write", "/ping"}
+    assert proxy.refused == []
+
+    async def arrived() -> bool:
+        series = await asyncio.to_thread(victoria.export, f'{{__name__="{measurement}_pv_kw"}}')
+        return [(s["values"], s["timestamps"]) for s in series] == [([7.5], [BASE_MS])]
+
+    await until(arrived, what="the proxied point exported")
 
 
 async def test_a_server_that_is_not_listening_is_unavailable_and_pings_false() -> None:
