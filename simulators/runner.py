@@ -14,6 +14,7 @@ A connection lost to a broker failure is retried on later ticks (at most every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -150,6 +151,19 @@ class _Fleet:
             return False
         return True
 
+    async def go_offline(self, dev: DeviceId) -> None:
+        """Drop a device's connection (its last will follows), once what it sent is delivered.
+
+        In real time, the messages of earlier ticks were acknowledged long before the device
+        went offline; at a high ``speed`` they may still be in flight, and dropping them would
+        lose what the scenario never meant to lose.
+        """
+        link = self.links[dev]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await link.drain()
+        link.drop()
+
     async def keepalive(self) -> None:
         while True:
             for link in self.links.values():
@@ -205,7 +219,7 @@ async def run_fleet(
                         break
                     for dev in tick.went_offline:
                         conns.offline.add(dev)
-                        conns.links[dev].drop()
+                        await conns.go_offline(dev)
                     for dev in tick.came_online:
                         conns.offline.discard(dev)
                     for message in tick.messages:
