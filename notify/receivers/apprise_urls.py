@@ -79,12 +79,17 @@ class AppriseNotifier:
 
     async def send(self, notification: Notification) -> None:
         """Render and send; raise NotifyUnavailable when Apprise reports a failure."""
-        if self._running is not None and not self._running[1].done():
-            # An earlier attempt outlived its timeout and still holds the thread: wait for it
-            # (this attempt's timeout bounds the wait). If it was this very message and it got
-            # through after all, sending again would only duplicate it.
+        if self._running is not None:
+            # An earlier attempt may have outlived its timeout: wait for it if it still holds
+            # the thread (this attempt's timeout bounds the wait). If it was this very message
+            # and it got through after all (also while we slept between attempts), sending
+            # again would only duplicate it.
             earlier, future = self._running
-            delivered = await asyncio.wrap_future(future)
+            if future.done():
+                delivered = not future.cancelled() and future.exception() is None
+                delivered = delivered and bool(future.result())
+            else:
+                delivered = await asyncio.wrap_future(future)
             if delivered and earlier is notification:
                 return
         message = self._renderer.render(
