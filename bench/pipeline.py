@@ -51,8 +51,8 @@ async def _run_collector(
     stop = asyncio.Event()
     started = time.perf_counter()
     running = asyncio.create_task(service.run(stop))
-    written = service.metrics.points_written
-    while written._value.get() < count:
+    registry = service.metrics.registry
+    while (registry.get_sample_value("parkwatch_points_written_total") or 0) < count:
         if running.done():
             running.result()
         await asyncio.sleep(0.005)

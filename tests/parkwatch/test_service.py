@@ -11,7 +11,13 @@ import aiohttp
 import orjson
 
 from parkwatch.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
-from tests.helpers import collector_settings, publish_all, running_collector, until
+from tests.helpers import (
+    collector_settings,
+    metric_value,
+    publish_all,
+    running_collector,
+    until,
+)
 
 PER_KIND = 150
 DEVICES = 5
@@ -76,7 +82,7 @@ async def test_every_good_message_becomes_exactly_one_point_and_every_bad_one_a_
 
         metrics = collector.metrics
         await until(
-            lambda: metrics.points_written._value.get() >= len(good),
+            lambda: metric_value(metrics, "parkwatch_points_written_total") >= len(good),
             what=f"{len(good)} points written",
             alive=running,
         )
@@ -110,8 +116,8 @@ async def test_every_good_message_becomes_exactly_one_point_and_every_bad_one_a_
     assert too_large["truncated"] is True
     assert too_large["payload_bytes"] > 70_000
     assert all(record["topic"] and record["detail"] for record in records)
-    assert metrics.dead_letters.labels("non_finite")._value.get() == 2
-    assert metrics.received._value.get() == len(mixed)
+    assert metric_value(metrics, "parkwatch_dead_letters_total", reason="non_finite") == 2
+    assert metric_value(metrics, "parkwatch_messages_received_total") == len(mixed)
 
 
 async def test_status_messages_become_device_status_points(
@@ -131,7 +137,7 @@ async def test_status_messages_become_device_status_points(
             [(status, orjson.dumps({"online": True, "ts": now_ms - 5000})), (status, b"offline")],
         )
         await until(
-            lambda: collector.metrics.points_written._value.get() >= 2,
+            lambda: metric_value(collector.metrics, "parkwatch_points_written_total") >= 2,
             what="2 points",
             alive=running,
         )
@@ -200,7 +206,10 @@ async def test_the_v2_write_path_end_to_end_into_victoriametrics(
             for i in range(30)
         ]
         await asyncio.to_thread(publish_all, mosquitto, messages)
-        await until(lambda: collector.metrics.points_written._value.get() >= 30, alive=running)
+        await until(
+            lambda: metric_value(collector.metrics, "parkwatch_points_written_total") >= 30,
+            alive=running,
+        )
 
     def samples() -> dict[tuple[str, int], float]:
         return {

@@ -17,7 +17,7 @@ from collector.metrics import Metrics
 from parkwatch.errors import SourceError
 from parkwatch.localservers import Mosquitto
 from parkwatch.settings import MqttSettings
-from tests.helpers import publish_all, until
+from tests.helpers import metric_value, publish_all, until
 
 
 def settings_for(broker: Mosquitto, prefix: str, **extra: Any) -> MqttSettings:
@@ -181,7 +181,10 @@ async def test_reconnects_and_resubscribes_after_broker_restart(
         async with running(source):
             await until(source.connected.is_set, what="subscribed")
             await asyncio.to_thread(broker.restart)
-            await until(lambda: metrics.reconnects._value.get() >= 1, what="reconnect counted")
+            await until(
+                lambda: metric_value(metrics, "parkwatch_mqtt_reconnects_total") >= 1,
+                what="reconnect counted",
+            )
             await until(source.connected.is_set, what="subscribed again")
             await asyncio.to_thread(publish_all, broker, messages(topic_prefix, 3))
             got = await take(inbox, 3)
