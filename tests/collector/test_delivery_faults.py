@@ -70,7 +70,7 @@ MIB = 2**20
 
 Counts = dict[str, object]
 
-pytestmark = pytest.mark.timeout(round(300 * max(1.0, FAULT_SCALE)))
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(round(300 * max(1.0, FAULT_SCALE)))]
 
 
 def now_ms() -> int:

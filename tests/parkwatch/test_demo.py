@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from parkwatch.demo import LiveView
@@ -48,6 +49,7 @@ def run_demo(workdir: Path, *options: str) -> tuple[str, int, int]:
     return output, int(published.group(2)), written[-1]
 
 
+@pytest.mark.servers
 def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     output, acked, written = run_demo(workdir, "--duration", "6", "--parks", "caohejing,lingang")
@@ -59,6 +61,7 @@ def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Pat
     assert processes_mentioning(str(workdir)) == []
 
 
+@pytest.mark.servers
 def test_demo_runs_on_the_embedded_broker_where_mosquitto_is_missing(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     _, acked, written = run_demo(

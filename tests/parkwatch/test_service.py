@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 
 from parkwatch.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from tests.helpers import (
@@ -18,6 +19,8 @@ from tests.helpers import (
     running_collector,
     until,
 )
+
+pytestmark = pytest.mark.servers
 
 PER_KIND = 150
 DEVICES = 5

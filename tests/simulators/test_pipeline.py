@@ -6,6 +6,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from parkwatch.localservers import InfluxDB1, Mosquitto
 from parkwatch.schema import Kind
 from simulators.fleet import FleetSpec
@@ -13,6 +15,8 @@ from simulators.generate import iter_messages
 from simulators.runner import run_fleet
 from simulators.simtime import SHANGHAI
 from tests.helpers import collector_settings, metric_value, running_collector, until
+
+pytestmark = pytest.mark.servers
 
 FLEET = FleetSpec.model_validate(
     {

@@ -15,8 +15,6 @@ from parkwatch.localservers import InfluxDB1, free_port
 from parkwatch.settings import InfluxSettings
 from tests.helpers import until
 
-pytestmark = pytest.mark.servers
-
 BASE_MS = 1_700_000_000_000
 
 
@@ -31,6 +29,7 @@ async def started(url: str, database: str, **settings: Any) -> AsyncIterator[Inf
         await sink.close()
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("gzip", [True, False], ids=["gzip", "plain"])
 async def test_written_lines_read_back_with_tags_fields_and_ms_timestamps(
     influxdb: InfluxDB1, influx_database: str, gzip: bool
@@ -65,6 +64,7 @@ async def test_written_lines_read_back_with_tags_fields_and_ms_timestamps(
     ]
 
 
+@pytest.mark.servers
 async def test_a_large_gzipped_batch_arrives_complete(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -80,6 +80,7 @@ def database_names(influxdb: InfluxDB1) -> set[str]:
     return {row["name"] for row in influxdb.query("", "SHOW DATABASES")}
 
 
+@pytest.mark.servers
 async def test_start_creates_the_database_when_it_is_missing(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -94,6 +95,7 @@ async def test_start_creates_the_database_when_it_is_missing(
         influxdb.drop_database(database)
 
 
+@pytest.mark.servers
 async def test_a_field_type_conflict_is_refused_with_status_400(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -107,6 +109,7 @@ async def test_a_field_type_conflict_is_refused_with_status_400(
     assert sink.name in str(caught.value)
 
 
+@pytest.mark.servers
 async def test_an_unparsable_line_is_refused_with_status_400(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -116,6 +119,7 @@ async def test_an_unparsable_line_is_refused_with_status_400(
     assert caught.value.status == 400
 
 
+@pytest.mark.servers
 async def test_a_missing_database_is_unavailable_not_refused(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -130,6 +134,7 @@ async def test_a_missing_database_is_unavailable_not_refused(
     assert missing not in database_names(influxdb)
 
 
+@pytest.mark.servers
 async def test_ping_is_true_while_influxdb_answers(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -154,6 +159,7 @@ async def test_writing_before_start_is_unavailable() -> None:
         await sink.write(b"m v=1 1")
 
 
+@pytest.mark.servers
 async def test_the_first_write_after_start_finds_the_database_start_created(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:

@@ -19,6 +19,8 @@ from parkwatch.localservers import Mosquitto
 from parkwatch.settings import MqttSettings
 from tests.helpers import metric_value, publish_all, until
 
+pytestmark = pytest.mark.servers
+
 
 def settings_for(broker: Mosquitto, prefix: str, **extra: Any) -> MqttSettings:
     """Adapter settings for a test: its own client id and topic prefix, quick reconnects."""
