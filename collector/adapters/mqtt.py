@@ -5,8 +5,10 @@ bounded queue drops messages after that ack. paho's ``manual_ack`` lets us send 
 once the message is safe (written, spooled or dead-lettered). The socket is driven the way
 aiomqtt drives it (``add_reader``/``add_writer`` on the loop, ``loop_misc`` once a second).
 
-Flow control: the broker may have ``receive_maximum`` unacked messages in flight to us (MQTT 5);
-when the pipeline's inbox is full we stop reading the socket, so TCP back-pressure keeps further
+Flow control: the broker may have ``receive_maximum`` unacked messages in flight to us (MQTT 5).
+We stop reading the socket when the pipeline's inbox is full, and also when ``receive_maximum``
+messages are unacked: brokers do not all keep to the number once acks flow (Mosquitto 2.0.11 sent
+47 unacked for 20), and MQTT 3.1.1 cannot announce it. TCP back-pressure then keeps further
 messages at the broker, which holds them in our persistent session. Nothing is dropped here.
 
 ``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
@@ -162,7 +164,7 @@ class MqttSource:
             self._client.read_buffer.clear()
         self._fd = fd
         self._reading = False
-        self._set_reading(not self._paused)
+        self._set_reading(self._may_read())
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._detach, self._fd)
@@ -286,6 +288,8 @@ class MqttSource:
                 self._overflow.append(raw)
                 self._set_reading(False)
                 self._overflow_ready.set()
+            if self.tracker.in_flight >= self._settings.receive_maximum:
+                self._set_reading(False)  # settle() reads on once acks make room
         except Exception:
             log.exception("failed to take in a message on %r", message._topic[:100])
 
@@ -293,8 +297,18 @@ class MqttSource:
         self._client.ack(mid, qos)
 
     def settle(self, tickets: Iterable[int]) -> None:
-        """Messages are safe: ack them (in arrival order)."""
+        """Messages are safe: ack them (in arrival order), and read on if that made room."""
         self.tracker.settle_many(tickets)
+        if not self._reading:
+            self._set_reading(self._may_read())
+
+    def _may_read(self) -> bool:
+        """Whether to read the socket: not stopping, no overflow, below the receive maximum."""
+        return (
+            not self._paused
+            and not self._overflow
+            and self.tracker.in_flight < self._settings.receive_maximum
+        )
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -363,7 +377,7 @@ class MqttSource:
             self._overflow_ready.clear()
             while self._overflow:
                 await self._inbox.put(self._overflow.popleft())
-            self._set_reading(not self._paused)
+            self._set_reading(self._may_read())
 
     def pause(self) -> None:
         """Stop taking messages (shutdown); acks still go out."""
