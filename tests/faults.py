@@ -7,8 +7,9 @@ collector under test runs as a separate process (``python -m parkwatch run``, co
 synchronous (threads, ``subprocess``, ``urllib``): the tests block on real processes and poll them
 with deadlines (:func:`wait_until`, built on the project's one poller), never sleep and hope.
 
-* :class:`CollectorProcess` starts, kills (SIGKILL), freezes (SIGSTOP), terminates (SIGTERM) and
-  restarts one collector with a fixed HTTP port, MQTT client id, spool dir and dead-letter file.
+* :class:`CollectorProcess` starts, kills (SIGKILL), freezes (SIGSTOP), terminates (SIGTERM, or
+  signals and waits separately) and restarts one collector with a fixed HTTP port, MQTT client
+  id, spool dir and dead-letter file.
 * :class:`Publisher` is a paho-mqtt 2.x client in its own network thread, with a persistent session
   (``clean_session=False``, fixed client id) so it resends what the broker had not acknowledged
   after a broker restart; "accepted" means PUBACKed by the broker.
@@ -334,9 +335,20 @@ class CollectorProcess:
 
     def terminate(self, *, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM (drain, then exit) and return the exit status."""
+        self.send_sigterm()
+        return self.wait_exit(timeout=timeout)
+
+    def send_sigterm(self) -> None:
+        """SIGTERM, without waiting: the collector starts draining."""
         process = self._process
         assert process is not None
         process.send_signal(signal.SIGTERM)
+        self._mark("sent SIGTERM")
+
+    def wait_exit(self, *, timeout: float = STOP_TIMEOUT_S) -> int:
+        """Wait for the process to exit (after `send_sigterm`) and return the exit status."""
+        process = self._process
+        assert process is not None
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:

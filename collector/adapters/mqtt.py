@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 READ_CHUNK: Final = 65536
 CONNECT_TIMEOUT_S: Final = 10.0
 MISC_INTERVAL_S: Final = 1.0
+BARRIER_TIMEOUT_S: Final = 5.0
+BARRIER_FILTER: Final = "$parkwatch/ack-barrier"
+"""Unsubscribed from at shutdown, never subscribed to: its UNSUBACK shows our acks arrived."""
 
 
 class BufferedClient(paho.Client):
@@ -102,6 +105,7 @@ class MqttSource:
         self._disconnected = asyncio.Event()
         self.connected = connected or asyncio.Event()
         self._stopping = False
+        self._barrier: tuple[int, asyncio.Future[None]] | None = None
         metrics.unacked.set_function(lambda: self.tracker.in_flight)
         metrics.oldest_unacked.set_function(self.tracker.oldest_age)
 
@@ -138,6 +142,7 @@ class MqttSource:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_unsubscribe = self._on_unsubscribe
         return client
 
     @property
@@ -273,6 +278,8 @@ class MqttSource:
             self._ready.set_exception(error)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if self._stopping:
+            return  # left unacked: the broker redelivers it to the next session
         # Never raise into paho: one odd message must not break the connection.
         try:
             try:
@@ -292,6 +299,18 @@ class MqttSource:
                 self._set_reading(False)  # settle() reads on once acks make room
         except Exception:
             log.exception("failed to take in a message on %r", message._topic[:100])
+
+    def _on_unsubscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        barrier = self._barrier
+        if barrier is not None and barrier[0] == mid and not barrier[1].done():
+            barrier[1].set_result(None)
 
     def _send_ack(self, mid: int, qos: int) -> None:
         self._client.ack(mid, qos)
@@ -385,14 +404,39 @@ class MqttSource:
         self._set_reading(False)
 
     async def disconnect(self) -> None:
-        """Leave cleanly; the broker keeps our session (and what we did not ack)."""
+        """Leave cleanly once the broker has our acks; it keeps our session (and the rest).
+
+        Closing a socket that still holds unread bytes makes the kernel reset the connection,
+        and the broker then drops the acks it had not read yet (a SIGTERM under load lost 499
+        of 500 that way: all redelivered). So we read on, ignoring new messages (unacked, the
+        broker redelivers them), and first unsubscribe from a filter we never subscribed to:
+        the broker handles a connection's packets in order, so its answer means every ack we
+        sent before has arrived.
+        """
         self._stopping = True
         if self._fd is None:
             self._disconnected.set()
             return
+        self._set_reading(True)
+        await self._acks_arrived()
         self._client.disconnect()
         try:
             async with asyncio.timeout(5):
                 await self._disconnected.wait()
         except TimeoutError:
             log.warning("broker did not close the connection in time")
+
+    async def _acks_arrived(self) -> None:
+        """Wait (bounded) for the answer to the barrier UNSUBSCRIBE sent after our acks."""
+        answered: asyncio.Future[None] = self._loop.create_future()
+        result, mid = self._client.unsubscribe(BARRIER_FILTER)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return  # no connection left to wait on
+        self._barrier = (mid, answered)
+        try:
+            async with asyncio.timeout(BARRIER_TIMEOUT_S):
+                await answered
+        except TimeoutError:
+            log.warning("broker did not confirm our acks in time; it may redeliver some")
+        finally:
+            self._barrier = None

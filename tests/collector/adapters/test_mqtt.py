@@ -107,6 +107,34 @@ async def test_a_full_inbox_pauses_reading_and_nothing_is_lost(
         assert [m.payload for m in got] == [str(n).encode() for n in range(60)]
 
 
+async def test_acks_settled_just_before_disconnect_reach_the_broker_while_it_still_sends(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    """The broker sends more as soon as acks arrive, so the socket holds unread bytes when we
+    leave; closing it then resets the connection and the broker drops acks it had not read.
+    disconnect() must make sure they arrived: the next session starts after the acked ones."""
+    settings = settings_for(mosquitto, topic_prefix, receive_maximum=20)
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
+    source = MqttSource(settings, inbox, Metrics())
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed")
+        await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 300))
+        first = await take(inbox, 10)
+        source.settle(m.ticket for m in first)
+        assert source.tracker.acked == 10
+    # leaving the block disconnects at once, while the broker answers the acks with more
+
+    inbox2: asyncio.Queue[RawMessage] = asyncio.Queue(10)
+    source2 = MqttSource(settings, inbox2, Metrics())
+    rest: list[RawMessage] = []
+    async with running(source2):
+        while len(rest) < 290:
+            rest += await take(inbox2, 1)
+            source2.settle([rest[-1].ticket])
+    assert [m.payload for m in first] == [str(n).encode() for n in range(10)]
+    assert sorted(int(m.payload) for m in rest) == list(range(10, 300))
+
+
 async def test_username_and_password(mosquitto_auth: Mosquitto, topic_prefix: str) -> None:
     broker: Any = mosquitto_auth
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
