@@ -215,8 +215,8 @@ def test_tag_and_field_values_round_trip_exactly_through_influxdb(
         tag, odd_tag, text, number, integer, flag = rows[row["n"]]
         assert row["time"] == BASE_MS + row["n"]
         # An empty tag value is left out of the line, so the point simply has no such tag.
-        assert (row.get("t") or "") == tag
-        assert (row.get(ODD_TAG_KEY) or "") == odd_tag
+        assert row.get("t") == (tag or None)
+        assert row.get(ODD_TAG_KEY) == (odd_tag or None)
         assert row["s"] == text
         # InfluxDB's JSON writes a float's shortest decimal form, which may look like an int.
         assert float(row[ODD_FIELD_KEY]) == number

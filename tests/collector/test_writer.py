@@ -463,7 +463,7 @@ async def test_bad_lines_in_a_replayed_batch_are_dead_lettered_without_a_ticket(
     assert dead.empty()
 
 
-# -- known bugs ------------------------------------------------------------------------------------
+# -- regression tests of fixed bugs ----------------------------------------------------------------
 
 
 async def test_flush_cuts_a_batch_that_is_waiting_for_more_points_at_once() -> None:

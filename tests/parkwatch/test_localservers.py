@@ -141,8 +141,11 @@ def _roundtrip(subscriber: MqttProbe, publisher: MqttProbe, topic: str) -> None:
 
 
 def test_free_port_is_bindable() -> None:
+    port = free_port()
+    assert 1024 <= port <= 65535  # an unprivileged port, chosen by the kernel
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", free_port()))
+        sock.bind(("127.0.0.1", port))  # OSError if it were taken
+        assert sock.getsockname() == ("127.0.0.1", port)
 
 
 @pytest.mark.servers

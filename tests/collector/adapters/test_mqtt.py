@@ -143,7 +143,7 @@ async def test_username_and_password(mosquitto_auth: Mosquitto, topic_prefix: st
         inbox,
         Metrics(),
     )
-    with pytest.raises(SourceError, match=r"refused|Not authorized|disconnected"):
+    with pytest.raises(SourceError, match=r"^broker refused connection: Not authorized$"):
         await wrong.connect_once()
     await wrong.disconnect()
 
@@ -195,7 +195,7 @@ async def test_untrusted_certificate_is_refused(
 ) -> None:
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
     source = MqttSource(settings_for(mosquitto_tls, topic_prefix), inbox, Metrics())
-    with pytest.raises(SourceError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+    with pytest.raises(SourceError, match=r"CERTIFICATE_VERIFY_FAILED"):
         await source.connect_once()
     del source
     gc.collect()
