@@ -12,7 +12,7 @@ messages are unacked: brokers do not all keep to the number once acks flow (Mosq
 messages at the broker, which holds them in our persistent session. Nothing is dropped here.
 
 ``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
-buffer (``bench/bench_ingest.py`` measures it against stock paho).
+buffer (``bench/ingest.py`` measures it against stock paho).
 """
 
 from __future__ import annotations
