@@ -9,7 +9,8 @@ One run of each mode is noisy on a shared machine, and whichever runs first meet
 broker and database. So the modes run in ``rounds`` pairs, the order alternating (baseline first
 in even rounds, second in odd ones), each run with its own session and database. Reported: the
 median and the range (min-max) of each mode, and the ratio within each pair; the cost of acking
-after the write is called "not measurable" only when the pairs' ratios fall on both sides of 1.
+after the write is called not measurable only when the pairs' ratios fall on both sides of 1
+(and then only at that run's noise: a wide range says little either way).
 
     python -m bench.pipeline [--count 50000] [--rounds 4]
 """
@@ -128,7 +129,10 @@ def verdict(ratio: dict[str, Any]) -> str:
     """What the paired ratios allow one to say about the cost of acking after the write."""
     low, high, median = ratio["min"], ratio["max"], ratio["median"]
     if low <= 1.0 <= high:
-        return f"no measurable cost: the pairs' ratios {low:.2f}-{high:.2f} lie on both sides of 1"
+        return (
+            f"no cost measurable at this noise: the pairs' ratios {low:.2f}-{high:.2f} lie on "
+            "both sides of 1"
+        )
     if high < 1.0:
         return (
             f"acking after the write costs {1 - median:.0%} "
