@@ -30,6 +30,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from parkwatch.localservers import free_port, wait_for
 from simulators.fleet import default_fleet
 from simulators.generate import iter_messages
 from simulators.rate import publish_at_rate
@@ -45,14 +46,6 @@ ACK_TIMEOUT_S = 120.0
 """Give up waiting for PUBACKs after this long (a stuck broker must not hang the bench)."""
 
 
-def free_port() -> int:
-    """A TCP port that was free on the loopback interface a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def mosquitto(workdir: Path) -> Iterator[int]:
     """Run a throwaway Mosquitto on a free port; yield the port."""
@@ -61,19 +54,23 @@ def mosquitto(workdir: Path) -> Iterator[int]:
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")
     proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:  # the broker is ready once it accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
+        # The broker is ready once it accepts connections.
+        wait_for(lambda: _accepts(port, proc), timeout=10, what="the benchmark's Mosquitto")
         yield port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _accepts(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the broker accepts connections; raise if it has exited."""
+    if proc.poll() is not None:
+        raise RuntimeError(f"mosquitto exited with {proc.returncode}")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def messages(count: int) -> list[Message]:

@@ -1,6 +1,6 @@
 """InfluxDB line protocol encoding: where a decoded message becomes a point.
 
-Hand-rolled rather than ``influxdb_client.Point`` for speed: ``bench/bench_lineproto.py`` measures
+Hand-rolled rather than ``influxdb_client.Point`` for speed: ``bench/lineproto.py`` measures
 both in one run (see the README for the figures). Escaping follows the line-protocol reference:
 measurement: comma and space; tag keys and values, field keys: comma, equals sign and space;
 string field values: double quote and backslash. Topic ids never contain backslashes or control
@@ -10,7 +10,7 @@ characters (``parkwatch.schema.parse_topic`` rejects them), which is what makes 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 from parkwatch.points import FieldValue
@@ -18,7 +18,6 @@ from parkwatch.points import FieldValue
 __all__ = [
     "FieldValue",
     "LineEncoder",
-    "encode_line",
     "escape_measurement",
     "escape_tag",
     "field_value",
@@ -59,26 +58,12 @@ def field_value(value: FieldValue) -> str:
     return f'"{value.translate(_STRING_ESCAPES)}"'
 
 
-def encode_line(
-    measurement: str,
-    tags: Iterable[tuple[str, str]],
-    fields: Mapping[str, FieldValue],
-    timestamp: int,
-) -> str:
-    """One point as a line; tags must already be sorted by key (InfluxDB's fast path)."""
-    head = escape_measurement(measurement)
-    tag_part = "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in tags if v != "")
-    field_part = ",".join(f"{escape_tag(k)}={field_value(v)}" for k, v in fields.items())
-    if not field_part:
-        raise ValueError("a point needs at least one field")
-    return f"{head}{tag_part} {field_part} {timestamp}"
-
-
 class LineEncoder:
-    """``encode_line`` with the escaped series key and field keys cached.
+    """Encodes points as line-protocol lines, caching the escaped series key and field keys.
 
     A park's devices send the same series and field names over and over, so escaping them once
-    makes encoding several times faster (``bench/lineproto.py``). Caches are bounded.
+    makes encoding several times faster (``bench/lineproto.py``). Caches are bounded. Empty tag
+    values are left out (InfluxDB refuses them); tags are written in the order given.
     """
 
     def __init__(self) -> None:

@@ -54,7 +54,11 @@ class Metrics:
             "parkwatch_mqtt_connected", "1 while connected to the broker.", registry=r
         )
         self.sink_up = Gauge(
-            "parkwatch_sink_up", "1 while the last database write or ping succeeded.", registry=r
+            "parkwatch_sink_up",
+            "1 if the database answered the latest write (stored it, or refused bad lines); "
+            "0 after a write failed and is retried. Writes only: the /healthz ping does not "
+            "set it, and it is 0 until the first write.",
+            registry=r,
         )
         self.queue_depth = Gauge(
             "parkwatch_queue_depth", "Items waiting in each pipeline queue.", ["queue"], registry=r

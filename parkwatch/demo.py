@@ -119,10 +119,13 @@ class LiveView:
         )
         latest = max((s.last_ts_ms for s in self._parks.values()), default=0)
         when = datetime.fromtimestamp(latest / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        written = metrics.registry.get_sample_value("parkwatch_points_written_total") or 0.0
+        # Read through the registry: the unacked gauge is a function, evaluated only at a scrape.
+        unacked = metrics.registry.get_sample_value("parkwatch_unacked_messages") or 0.0
         table = Table(
             title=f"parkwatch demo — simulated time {when if latest else '…'}",
-            caption=f"points written {metrics.points_written._value.get():.0f}"
-            f" · dead letters {dead:.0f} · unacked {metrics.unacked._value.get():.0f}",
+            caption=f"points written {written:.0f} · dead letters {dead:.0f}"
+            f" · unacked {unacked:.0f}",
         )
         for column in ("park", "PV kW", "load kW", "grid import kW", "storage SOC %"):
             table.add_column(column, justify="right" if column != "park" else "left")

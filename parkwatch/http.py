@@ -35,11 +35,9 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self.port)
         await site.start()
-        # aiohttp exposes the bound port nowhere else
-        server = site._server
-        if server is not None and self.port == 0:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1]
+        if self.port == 0:
+            # (host, port) of each bound socket; one site on one address here.
+            self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop serving."""

@@ -110,14 +110,21 @@ def free_port() -> int:
 def wait_for(
     probe: Callable[[], _T | None], *, timeout: float, what: str, interval: float = POLL_INTERVAL
 ) -> _T:
-    """Call ``probe`` until it returns something truthy and return that; TimeoutError otherwise."""
+    """Call ``probe`` until it returns something truthy and return that; TimeoutError otherwise.
+
+    The one synchronous poller of the project (server readiness here; the test suite's process
+    and fault tests build on it). The error names ``what`` and the last result. An exception
+    from ``probe`` ends the wait at once: a probe that should tolerate errors catches them.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = probe()
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+            raise TimeoutError(
+                f"timed out after {timeout:g}s waiting for {what}; last result: {result!r}"
+            )
         time.sleep(interval)
 
 
@@ -202,6 +209,11 @@ class LocalServer:
         """Whether the child process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (to signal it, e.g. freeze it with SIGSTOP)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the process and wait until it answers; raise ServerError with its log if not."""
         if self.running:
@@ -224,16 +236,23 @@ class LocalServer:
                 raise ServerError(f"cannot run {command[0]} for {self!r}: {exc}") from exc
         self._process = process
         _LIVE.add(self)
-        deadline = time.monotonic() + timeout
-        while not self._ready():
+
+        def ready() -> bool:
             code = process.poll()
             if code is not None:
-                self.kill()
                 raise ServerError(f"{self!r} exited with code {code}; log:\n{self.log_tail()}")
-            if time.monotonic() >= deadline:
-                self.kill()
-                raise ServerError(f"{self!r} not ready after {timeout:g}s; log:\n{self.log_tail()}")
-            time.sleep(POLL_INTERVAL)
+            return self._ready()
+
+        try:
+            wait_for(ready, timeout=timeout, what=f"{self!r} to answer")
+        except TimeoutError:
+            self.kill()
+            raise ServerError(
+                f"{self!r} not ready after {timeout:g}s; log:\n{self.log_tail()}"
+            ) from None
+        except ServerError:
+            self.kill()
+            raise
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop gracefully (SIGTERM, so servers save their state); SIGKILL after ``timeout``."""

@@ -5,22 +5,14 @@ time and are spread round-robin over ``connections`` clients, each keeping at mo
 QoS 1 messages in flight. The report counts the PUBACKs the broker returned; the run is only done
 when every message is acknowledged (or ``ACK_TIMEOUT_S`` passed).
 
-Why gmqtt: ``bench/publish.py`` on this 2-core machine (Mosquitto 2.0.11 on loopback, no
-subscriber, 100,000 simulator payloads of ~170 B, 4 connections, 1000 in flight each, best of 2):
-
-    =========================  ===========  ==========
-    publisher                  msgs/s       vs paho
-    =========================  ===========  ==========
-    paho-mqtt (thread loop)    11,400       x1.00
-    aiomqtt                    6,600        x0.58
-    gmqtt (this module)        84,000       x7.4
-    =========================  ===========  ==========
-
-Runs vary (paho 10-18k, gmqtt 64-115k msg/s) but the order never changes. With a subscriber
-draining the same broker, gmqtt still reaches ~30k msg/s: the broker, not the client, is then the
-limit. gmqtt is a native asyncio protocol, so a publish is a buffered ``transport.write`` with no
-thread hand-off and no per-message future. It is untyped, so it is confined to this module (and it
-must be added to the project's dependencies). PUBACKs are counted through gmqtt's
+Why gmqtt: ``bench/publish.py`` measures it against paho-mqtt and aiomqtt at QoS 1 (100,000
+simulator payloads, 4 connections, Mosquitto on loopback, no subscriber); it is several times
+faster than both, and runs vary but the order does not. The figures of the last run are in the
+README's Benchmarks table, the one place they are kept. With a subscriber draining the same
+broker the broker, not the client, becomes the limit. gmqtt is a native asyncio protocol, so a
+publish is a buffered ``transport.write`` with no thread hand-off and no per-message future.
+It is untyped, so it is confined to this module (and it must be in the project's dependencies).
+PUBACKs are counted through gmqtt's
 ``persistent_storage`` hook (the store of un-acknowledged QoS messages), which also bounds the
 in-flight window. MQTT 3.1.1 is used because under MQTT 5 gmqtt caps its packet ids at the
 broker's receive maximum (20 on a default Mosquitto) and raises instead of waiting.

@@ -1,6 +1,8 @@
 """Shared fixtures: real servers started once per session, and per-test names that isolate data.
 
-Server fixtures start lazily, so a run that needs no server starts none. Each test gets its own
+Server fixtures start lazily, so a run that needs no server starts none; a test that needs one is
+marked ``servers`` (tests/servermarks.py checks that, so ``-m "not servers"`` starts no server).
+Each test gets its own
 MQTT topic prefix and InfluxDB database, derived from its name, so tests never see each other's
 data on the shared servers.
 """
@@ -25,6 +27,9 @@ from parkwatch.localservers import (
     make_tls_files,
 )
 from tests.mounts import MountUnavailable, tmpfs
+
+# The check that keeps the ``servers`` marker true (see its docstring); pytester tests it.
+pytest_plugins = ("tests.servermarks", "pytester")
 
 MQTT_USERNAME = "parkwatch"
 

@@ -5,10 +5,11 @@ collector under test runs as a separate process (``python -m parkwatch run``, co
 ``PARKWATCH_*`` environment variables) and is observed only from outside: its ``/metrics`` and
 ``/healthz``, its log file, its spool directory and what reached InfluxDB. Everything here is
 synchronous (threads, ``subprocess``, ``urllib``): the tests block on real processes and poll them
-with deadlines (:func:`wait_until`), never sleep and hope.
+with deadlines (:func:`wait_until`, built on the project's one poller), never sleep and hope.
 
-* :class:`CollectorProcess` starts, kills (SIGKILL), freezes (SIGSTOP), terminates (SIGTERM) and
-  restarts one collector with a fixed HTTP port, MQTT client id, spool dir and dead-letter file.
+* :class:`CollectorProcess` starts, kills (SIGKILL), freezes (SIGSTOP), terminates (SIGTERM, or
+  signals and waits separately) and restarts one collector with a fixed HTTP port, MQTT client
+  id, spool dir and dead-letter file.
 * :class:`Publisher` is a paho-mqtt 2.x client in its own network thread, with a persistent session
   (``clean_session=False``, fixed client id) so it resends what the broker had not acknowledged
   after a broker restart; "accepted" means PUBACKed by the broker.
@@ -42,7 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.spool import Spool
-from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
+from parkwatch.localservers import InfluxDB1, Mosquitto, free_port, wait_for
 
 __all__ = [
     "DEVICES",
@@ -90,36 +91,30 @@ def wait_until(
     collector: CollectorProcess | None = None,
     context: Callable[[], str] | None = None,
 ) -> _T:
-    """Poll ``probe`` until it returns something truthy and return that.
+    """Poll ``probe`` with `parkwatch.localservers.wait_for` until it returns something truthy.
 
-    Fails with an ``AssertionError`` after ``timeout`` seconds, or at once if ``collector`` (which
-    must stay up meanwhile) exits; the message holds the last probe result, ``context()`` and the
-    collector's log tail. A probe raising ``OSError`` (server not answering yet) counts as false.
+    Adds what the fault tests need: a probe raising ``OSError`` (server not answering yet)
+    counts as false; the wait fails at once if ``collector`` (which must stay up meanwhile)
+    exits; a timeout is an ``AssertionError`` with ``context()`` and the collector's log tail.
     """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
+
+    def checked() -> _T | None:
         if collector is not None and collector.returncode is not None:
             raise AssertionError(
                 f"collector exited with {collector.returncode} while waiting for {what}\n"
                 f"{collector.log_tail()}"
             )
         try:
-            result = probe()
-        except OSError as exc:
-            last = exc
-        else:
-            if result:
-                return result
-            last = result
-        if time.monotonic() >= deadline:
-            extra = context() if context is not None else ""
-            tail = collector.log_tail() if collector is not None else ""
-            raise AssertionError(
-                f"timed out after {timeout:g} s waiting for {what}; last probe: {last!r}\n"
-                f"{extra}\n{tail}"
-            )
-        time.sleep(POLL_S)
+            return probe()
+        except OSError:
+            return None
+
+    try:
+        return wait_for(checked, timeout=timeout, what=what, interval=POLL_S)
+    except TimeoutError as exc:
+        extra = context() if context is not None else ""
+        tail = collector.log_tail() if collector is not None else ""
+        raise AssertionError(f"{exc}\n{extra}\n{tail}") from None
 
 
 # -- messages -------------------------------------------------------------------------------
@@ -340,9 +335,20 @@ class CollectorProcess:
 
     def terminate(self, *, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM (drain, then exit) and return the exit status."""
+        self.send_sigterm()
+        return self.wait_exit(timeout=timeout)
+
+    def send_sigterm(self) -> None:
+        """SIGTERM, without waiting: the collector starts draining."""
         process = self._process
         assert process is not None
         process.send_signal(signal.SIGTERM)
+        self._mark("sent SIGTERM")
+
+    def wait_exit(self, *, timeout: float = STOP_TIMEOUT_S) -> int:
+        """Wait for the process to exit (after `send_sigterm`) and return the exit status."""
+        process = self._process
+        assert process is not None
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:

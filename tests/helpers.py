@@ -1,4 +1,4 @@
-"""Test helpers: a synchronous QoS 1 publisher and awaiting a condition with a deadline."""
+"""Test helpers: a synchronous QoS 1 publisher, a running collector, and awaiting a condition."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from collector.metrics import Metrics
 from parkwatch.localservers import Alertmanager, InfluxDB1, Mosquitto
 from parkwatch.service import Collector
 from parkwatch.settings import Settings, load_settings
@@ -33,6 +34,11 @@ async def running_collector(
         await task
 
 
+def metric_value(metrics: Metrics, name: str, **labels: str) -> float:
+    """A sample as ``/metrics`` would show it (counters by their ``_total`` name); 0 if absent."""
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 async def until(
     condition: Callable[[], bool | Awaitable[bool]],
     *,
@@ -41,7 +47,12 @@ async def until(
     alive: asyncio.Task[Any] | None = None,
 ) -> None:
     """Await ``condition`` becoming true (re-checked every 20 ms); fail after ``timeout``, or at
-    once if the ``alive`` task (the collector under test) has ended."""
+    once if the ``alive`` task (the collector under test) has ended.
+
+    The asynchronous twin of `parkwatch.localservers.wait_for`, kept because that one cannot
+    serve here: it sleeps the thread, which would freeze the event loop and with it the
+    collector under test; this one awaits between probes, accepts awaitable conditions and
+    watches the collector's task."""
     deadline = time.monotonic() + timeout
     while True:
         if alive is not None and alive.done():

@@ -5,12 +5,14 @@ bounded queue drops messages after that ack. paho's ``manual_ack`` lets us send 
 once the message is safe (written, spooled or dead-lettered). The socket is driven the way
 aiomqtt drives it (``add_reader``/``add_writer`` on the loop, ``loop_misc`` once a second).
 
-Flow control: the broker may have ``receive_maximum`` unacked messages in flight to us (MQTT 5);
-when the pipeline's inbox is full we stop reading the socket, so TCP back-pressure keeps further
+Flow control: the broker may have ``receive_maximum`` unacked messages in flight to us (MQTT 5).
+We stop reading the socket when the pipeline's inbox is full, and also when ``receive_maximum``
+messages are unacked: brokers do not all keep to the number once acks flow (Mosquitto 2.0.11 sent
+47 unacked for 20), and MQTT 3.1.1 cannot announce it. TCP back-pressure then keeps further
 messages at the broker, which holds them in our persistent session. Nothing is dropped here.
 
 ``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
-buffer (``bench/bench_ingest.py`` measures it against stock paho).
+buffer (``bench/ingest.py`` measures it against stock paho).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 READ_CHUNK: Final = 65536
 CONNECT_TIMEOUT_S: Final = 10.0
 MISC_INTERVAL_S: Final = 1.0
+BARRIER_TIMEOUT_S: Final = 5.0
+BARRIER_FILTER: Final = "$parkwatch/ack-barrier"
+"""Unsubscribed from at shutdown, never subscribed to: its UNSUBACK shows our acks arrived."""
 
 
 class BufferedClient(paho.Client):
@@ -100,6 +105,7 @@ class MqttSource:
         self._disconnected = asyncio.Event()
         self.connected = connected or asyncio.Event()
         self._stopping = False
+        self._barrier: tuple[int, asyncio.Future[None]] | None = None
         metrics.unacked.set_function(lambda: self.tracker.in_flight)
         metrics.oldest_unacked.set_function(self.tracker.oldest_age)
 
@@ -136,6 +142,7 @@ class MqttSource:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_unsubscribe = self._on_unsubscribe
         return client
 
     @property
@@ -162,7 +169,7 @@ class MqttSource:
             self._client.read_buffer.clear()
         self._fd = fd
         self._reading = False
-        self._set_reading(not self._paused)
+        self._set_reading(self._may_read())
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._detach, self._fd)
@@ -271,6 +278,8 @@ class MqttSource:
             self._ready.set_exception(error)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if self._stopping:
+            return  # left unacked: the broker redelivers it to the next session
         # Never raise into paho: one odd message must not break the connection.
         try:
             try:
@@ -286,15 +295,39 @@ class MqttSource:
                 self._overflow.append(raw)
                 self._set_reading(False)
                 self._overflow_ready.set()
+            if self.tracker.in_flight >= self._settings.receive_maximum:
+                self._set_reading(False)  # settle() reads on once acks make room
         except Exception:
             log.exception("failed to take in a message on %r", message._topic[:100])
+
+    def _on_unsubscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        barrier = self._barrier
+        if barrier is not None and barrier[0] == mid and not barrier[1].done():
+            barrier[1].set_result(None)
 
     def _send_ack(self, mid: int, qos: int) -> None:
         self._client.ack(mid, qos)
 
     def settle(self, tickets: Iterable[int]) -> None:
-        """Messages are safe: ack them (in arrival order)."""
+        """Messages are safe: ack them (in arrival order), and read on if that made room."""
         self.tracker.settle_many(tickets)
+        if not self._reading:
+            self._set_reading(self._may_read())
+
+    def _may_read(self) -> bool:
+        """Whether to read the socket: not stopping, no overflow, below the receive maximum."""
+        return (
+            not self._paused
+            and not self._overflow
+            and self.tracker.in_flight < self._settings.receive_maximum
+        )
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -363,7 +396,7 @@ class MqttSource:
             self._overflow_ready.clear()
             while self._overflow:
                 await self._inbox.put(self._overflow.popleft())
-            self._set_reading(not self._paused)
+            self._set_reading(self._may_read())
 
     def pause(self) -> None:
         """Stop taking messages (shutdown); acks still go out."""
@@ -371,14 +404,39 @@ class MqttSource:
         self._set_reading(False)
 
     async def disconnect(self) -> None:
-        """Leave cleanly; the broker keeps our session (and what we did not ack)."""
+        """Leave cleanly once the broker has our acks; it keeps our session (and the rest).
+
+        Closing a socket that still holds unread bytes makes the kernel reset the connection,
+        and the broker then drops the acks it had not read yet (a SIGTERM under load lost 499
+        of 500 that way: all redelivered). So we read on, ignoring new messages (unacked, the
+        broker redelivers them), and first unsubscribe from a filter we never subscribed to:
+        the broker handles a connection's packets in order, so its answer means every ack we
+        sent before has arrived.
+        """
         self._stopping = True
         if self._fd is None:
             self._disconnected.set()
             return
+        self._set_reading(True)
+        await self._acks_arrived()
         self._client.disconnect()
         try:
             async with asyncio.timeout(5):
                 await self._disconnected.wait()
         except TimeoutError:
             log.warning("broker did not close the connection in time")
+
+    async def _acks_arrived(self) -> None:
+        """Wait (bounded) for the answer to the barrier UNSUBSCRIBE sent after our acks."""
+        answered: asyncio.Future[None] = self._loop.create_future()
+        result, mid = self._client.unsubscribe(BARRIER_FILTER)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return  # no connection left to wait on
+        self._barrier = (mid, answered)
+        try:
+            async with asyncio.timeout(BARRIER_TIMEOUT_S):
+                await answered
+        except TimeoutError:
+            log.warning("broker did not confirm our acks in time; it may redeliver some")
+        finally:
+            self._barrier = None

@@ -13,6 +13,8 @@ test                                   fault
 killed_mid_stream                      ``kill -9`` of the collector, three times, mid-stream
 influxdb_outage                        InfluxDB stopped under load: spool, then replay
 broker_restart                         Mosquitto restarted (persistence on) mid-stream
+sigterm_drains_what_is_in_flight       SIGTERM with 500 writes hanging (InfluxDB frozen) and
+                                       2500 messages at the broker: drained, rest to next run
 full_spool                             InfluxDB down until the 1 MiB spool is full: stop acking
 torn_spool_tail                        the spool's last record torn after a crash: only it lost
 fuzz                                   10 000+ bad payloads/topics: all dead-lettered, no crash
@@ -31,6 +33,8 @@ from __future__ import annotations
 
 import base64
 import math
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -70,7 +74,7 @@ MIB = 2**20
 
 Counts = dict[str, object]
 
-pytestmark = pytest.mark.timeout(round(300 * max(1.0, FAULT_SCALE)))
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(round(300 * max(1.0, FAULT_SCALE)))]
 
 
 def now_ms() -> int:
@@ -488,6 +492,103 @@ def test_broker_restart_mid_stream_loses_nothing(
         counts=counts,
     )
     assert publisher.connects >= 2, "the publisher never saw the broker go away"
+    assert_drains_on_sigterm(collector)
+
+
+# -- 3b. SIGTERM with messages in flight ---------------------------------------------------
+
+IN_FLIGHT = 500  # the collector's receive maximum here: what it holds unacked at the SIGTERM
+
+
+def test_sigterm_drains_what_is_in_flight_and_leaves_the_rest_to_the_broker(
+    mosquitto: Mosquitto,
+    own_influx: InfluxDB1,
+    rig: Rig,
+    counts: Counts,
+) -> None:
+    """SIGTERM while the collector holds 500 unacked messages whose writes hang on a frozen
+    InfluxDB (SIGSTOP) and the broker holds 2500 more: the collector stops reading, finishes the
+    500 once InfluxDB thaws (written or spooled, and acked) and exits 0; the next run receives
+    exactly the other 2500. Every accepted number ends up in InfluxDB exactly once.
+
+    Drained before exit: what the first run took in is stored before it exits (InfluxDB plus its
+    spool hold exactly 500) and is not redelivered (the second run receives exactly 2500).
+    """
+    total = max(scaled(3000), 2 * IN_FLIGHT)
+    base_ms = first_number_ms()
+    collector = rig.collector(
+        mosquitto,
+        own_influx,
+        DATABASE,
+        PARKWATCH_MQTT__RECEIVE_MAXIMUM=str(IN_FLIGHT),
+        PARKWATCH_INFLUX__TIMEOUT_S="120",  # a write waits for the frozen InfluxDB, no retry
+    )
+    collector.start()
+    collector.wait_subscribed()
+    influx_pid = own_influx.pid
+    assert influx_pid is not None
+    os.kill(influx_pid, signal.SIGSTOP)
+    try:
+        publisher = rig.publisher(mosquitto)
+        publisher.publish_many(numbered_stream(rig.topic_prefix, range(total), base_ms))
+        publisher.wait_accepted(total)
+        wait_until(
+            lambda: metric(collector, "parkwatch_unacked_messages") == IN_FLIGHT,
+            timeout=WAIT_S,
+            what=f"{IN_FLIGHT} messages unacked, their writes hanging",
+            collector=collector,
+        )
+        samples = collector.metrics()
+        counts.update(
+            accepted=publisher.accepted_count,
+            unacked_at_sigterm=int(samples["parkwatch_unacked_messages"]),
+            received_at_sigterm=int(samples["parkwatch_messages_received_total"]),
+            written_at_sigterm=int(samples["parkwatch_points_written_total"]),
+        )
+        collector.send_sigterm()
+        wait_until(
+            lambda: "stopping: draining the pipeline" in collector.log_text(),
+            timeout=WAIT_S,
+            what="the collector draining",
+        )
+    finally:
+        os.kill(influx_pid, signal.SIGCONT)
+    code = collector.wait_exit()
+    assert code == 0, f"collector exited with {code} after SIGTERM\n{collector.log_tail()}"
+
+    stored_by_first_run = influx_count(own_influx, DATABASE)
+    spooled_by_first_run = sum(
+        len(seqs_of_lines(record.payload, base_ms)) for record in read_spool(collector.spool_dir)
+    )
+    counts.update(
+        stored_by_first_run=stored_by_first_run, spooled_by_first_run=spooled_by_first_run
+    )
+    assert stored_by_first_run + spooled_by_first_run == IN_FLIGHT, collector.log_tail()
+
+    collector.start()
+    collector.wait_subscribed()
+    wait_for_points(own_influx, DATABASE, total, collector, base_ms=base_ms, upto=total)
+    wait_until(
+        lambda: (
+            metric(collector, "parkwatch_messages_received_total") >= total - IN_FLIGHT
+            and metric(collector, "parkwatch_unacked_messages") == 0
+        ),
+        timeout=WAIT_S,
+        what="the rest received and acked by the second run",
+        collector=collector,
+    )
+    received_by_second_run = int(metric(collector, "parkwatch_messages_received_total"))
+    counts["received_by_second_run"] = received_by_second_run
+    assert received_by_second_run == total - IN_FLIGHT
+    assert_exactly_once(
+        own_influx,
+        DATABASE,
+        base_ms,
+        set(range(total)),
+        upto=total,
+        collector=collector,
+        counts=counts,
+    )
     assert_drains_on_sigterm(collector)
 
 

@@ -1,5 +1,6 @@
-"""Line-protocol encoding: escaping rules, field value types, and a round trip through the real
-InfluxDB 1.x for arbitrary tag values and field values."""
+"""Line-protocol encoding with ``LineEncoder`` (the encoder the decoder runs): escaping rules, field
+value types, its caches, and a round trip through the real InfluxDB 1.x for arbitrary tag values
+and field values."""
 
 from __future__ import annotations
 
@@ -11,8 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.lineproto import encode_line, escape_measurement, escape_tag, field_value
+from collector import lineproto
+from collector.lineproto import LineEncoder, escape_measurement, escape_tag, field_value
 from parkwatch.localservers import InfluxDB1
+
+
+def encode(
+    measurement: str,
+    tags: tuple[tuple[str, str], ...],
+    fields: dict[str, lineproto.FieldValue],
+    timestamp: int,
+) -> str:
+    """One line from a fresh encoder (its caches empty)."""
+    return LineEncoder().encode(measurement, tags, fields, timestamp)
+
 
 # -- escaping ------------------------------------------------------------------------------------
 
@@ -30,9 +43,7 @@ def test_tag_escaping_leaves_quotes_and_non_ascii_alone() -> None:
 
 
 def test_tag_keys_tag_values_and_field_keys_are_escaped_in_a_line() -> None:
-    line = encode_line(
-        "power meter", [("park id", "Cao,he=jing")], {"pv kw,=": 1.5}, 1_700_000_000_000
-    )
+    line = encode("power meter", (("park id", "Cao,he=jing"),), {"pv kw,=": 1.5}, 1_700_000_000_000)
     assert line == r"power\ meter,park\ id=Cao\,he\=jing pv\ kw\,\==1.5 1700000000000"
 
 
@@ -82,22 +93,51 @@ def test_nan_and_infinity_are_rejected(value: float) -> None:
 
 
 def test_empty_tag_values_are_skipped() -> None:
-    line = encode_line("m", [("a", ""), ("b", "x"), ("c", "")], {"f": 1}, 5)
+    line = encode("m", (("a", ""), ("b", "x"), ("c", "")), {"f": 1}, 5)
     assert line == "m,b=x f=1i 5"
 
 
 def test_tags_keep_the_order_they_are_given_in() -> None:
-    assert encode_line("m", [("b", "1"), ("a", "2")], {"f": 1.0}, 1) == "m,b=1,a=2 f=1.0 1"
+    assert encode("m", (("b", "1"), ("a", "2")), {"f": 1.0}, 1) == "m,b=1,a=2 f=1.0 1"
 
 
 def test_a_point_without_fields_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least one field"):
-        encode_line("m", [("a", "b")], {}, 1)
+        encode("m", (("a", "b"),), {}, 1)
 
 
 def test_all_field_kinds_in_one_line_keep_their_order() -> None:
-    line = encode_line("m", [], {"f": 2.5, "i": 3, "b": False, "s": "x"}, 9)
+    line = encode("m", (), {"f": 2.5, "i": 3, "b": False, "s": "x"}, 9)
     assert line == 'm f=2.5,i=3i,b=false,s="x" 9'
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_the_encoder_refuses_nan_and_infinity_in_a_field(value: float) -> None:
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        encode("m", (), {"ok": 1.0, "f": value}, 1)
+
+
+# -- the caches ----------------------------------------------------------------------------------
+
+
+def test_a_cached_series_and_field_key_give_the_same_line_as_a_fresh_encoder() -> None:
+    encoder = LineEncoder()
+    tags = (("device", "meter 1"), ("park", "cao,he"))
+    first = encoder.encode("microgrid", tags, {"pv kw": 1.5, "n": 1}, 1)
+    again = encoder.encode("microgrid", tags, {"pv kw": 2.5, "n": 2}, 2)
+    assert first == r"microgrid,device=meter\ 1,park=cao\,he pv\ kw=1.5,n=1i 1"
+    assert again == r"microgrid,device=meter\ 1,park=cao\,he pv\ kw=2.5,n=2i 2"
+
+
+def test_caches_that_reach_their_limit_start_over_and_still_encode_correctly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lineproto, "CACHE_LIMIT", 2)
+    encoder = LineEncoder()
+    for n in range(7):  # seven series and field keys: the caches are cleared three times
+        tags = (("device", f"d {n}"),)
+        assert encoder.encode("m", tags, {f"f{n}": 1.0}, n) == rf"m,device=d\ {n} f{n}=1.0 {n}"
+    assert encoder.encode("m", (("device", "d 0"),), {"f0": 2.0}, 9) == r"m,device=d\ 0 f0=2.0 9"
 
 
 # -- round trip through the real InfluxDB 1.x -----------------------------------------------------
@@ -122,6 +162,8 @@ ODD_FIELD_KEY = "field key,="
 BASE_MS = 1_700_000_000_000
 
 _measurements = itertools.count()
+# One encoder for every example, as in the decoder: later examples meet warm caches.
+_ENCODER = LineEncoder()
 
 
 def _quote_ident(name: str) -> str:
@@ -156,9 +198,9 @@ def test_tag_and_field_values_round_trip_exactly_through_influxdb(
     # A measurement of its own per example, with characters that need escaping in it as well.
     measurement = f"round trip,{next(_measurements)}="
     lines = [
-        encode_line(
+        _ENCODER.encode(
             measurement,
-            [("t", tag), (ODD_TAG_KEY, odd_tag)],
+            (("t", tag), (ODD_TAG_KEY, odd_tag)),  # sorted by key, as the decoder passes them
             {"n": index, "s": text, ODD_FIELD_KEY: number, "i": integer, "b": flag},
             BASE_MS + index,
         )
@@ -173,8 +215,8 @@ def test_tag_and_field_values_round_trip_exactly_through_influxdb(
         tag, odd_tag, text, number, integer, flag = rows[row["n"]]
         assert row["time"] == BASE_MS + row["n"]
         # An empty tag value is left out of the line, so the point simply has no such tag.
-        assert (row.get("t") or "") == tag
-        assert (row.get(ODD_TAG_KEY) or "") == odd_tag
+        assert row.get("t") == (tag or None)
+        assert row.get(ODD_TAG_KEY) == (odd_tag or None)
         assert row["s"] == text
         # InfluxDB's JSON writes a float's shortest decimal form, which may look like an int.
         assert float(row[ODD_FIELD_KEY]) == number

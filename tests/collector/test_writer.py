@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
@@ -21,7 +22,7 @@ from collector.metrics import Metrics
 from collector.sink import Sink
 from collector.spool import Spool
 from collector.writer import Batch, Writer
-from parkwatch.errors import SinkRejected, SinkUnavailable
+from parkwatch.errors import SinkRejected, SinkUnavailable, SpoolFull
 from parkwatch.points import NO_TICKET, Point
 from parkwatch.settings import DeadLetterSettings, WriterSettings
 from tests.helpers import until
@@ -462,7 +463,7 @@ async def test_bad_lines_in_a_replayed_batch_are_dead_lettered_without_a_ticket(
     assert dead.empty()
 
 
-# -- known bugs ------------------------------------------------------------------------------------
+# -- regression tests of fixed bugs ----------------------------------------------------------------
 
 
 async def test_flush_cuts_a_batch_that_is_waiting_for_more_points_at_once() -> None:
@@ -507,3 +508,76 @@ async def test_the_replayer_survives_the_database_going_away_in_the_middle_of_a_
             await until(spool.empty, what="record replayed and committed", alive=replayer)
     assert sink.written == [body_of(points[:2]), body_of(points[2:])]
     assert sink.attempts == 1 + 6 + 1 + 1
+
+
+# -- what the README promises about a full spool -----------------------------------------------
+
+
+class CountingSpool(Spool):
+    """A real spool that counts the appends it refused as full."""
+
+    refused = 0
+
+    async def append(self, payload: bytes) -> None:
+        """Append, counting a refusal."""
+        try:
+            await super().append(payload)
+        except SpoolFull:
+            self.refused += 1
+            raise
+
+
+def spool_full_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The writer's ERROR lines about a full spool, in order."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "collector.writer" and r.levelno == logging.ERROR and "spool full" in r.message
+    ]
+
+
+async def test_a_full_spool_logs_one_error_per_episode_not_one_per_batch(
+    sleeps: list[float], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three batches held at once by a full spool make one ERROR line; the next episode, after
+    the database took everything, makes one more."""
+    caplog.set_level(logging.INFO, logger="collector.writer")
+    sink, settled = FakeSink(), Settled()
+    room = 12 + len(body_of(make_points(3))) + 8  # one batch fits, two do not
+    async with CountingSpool(tmp_path / "small-spool", max_bytes=room) as small:
+        writer = make_writer(
+            sink, settled, spool=small, retry_max_attempts=2, max_concurrent_writes=3
+        )
+        workers = [writer.run_worker() for _ in range(3)]
+        async with running(*workers, writer.run_replayer()) as tasks:
+
+            async def episode(number: int) -> None:
+                sink.down = True
+                start = (number - 1) * 12
+                await writer.batches.put(Batch(make_points(3, start=start)))
+                await until(lambda: small.stats.records == 1, what="a batch spooled")
+                refused_before = small.refused
+                for n in range(3):
+                    await writer.batches.put(Batch(make_points(3, start=start + 3 + 3 * n)))
+                await until(
+                    lambda: small.refused >= refused_before + 3,
+                    what="three batches refused by the full spool",
+                    alive=tasks[0],
+                )
+                assert len(spool_full_errors(caplog)) == number
+                assert writer.spool_full
+
+                sink.down = False  # the episode ends: everything is written, the spool drains
+                await until(
+                    lambda: len(settled.tickets) == 12 * number and small.empty(),
+                    what=f"episode {number} written and acked",
+                    alive=tasks[0],
+                )
+                assert not writer.spool_full
+
+            await episode(1)
+            await episode(2)
+    errors = spool_full_errors(caplog)
+    assert len(errors) == 2
+    assert all("not acking" in message for message in errors)
+    assert sorted(settled.tickets) == list(range(24))

@@ -46,7 +46,7 @@ from tests.dashboards.grafana import (
     queries,
     time_range,
 )
-from tests.helpers import collector_settings, running_collector, until
+from tests.helpers import collector_settings, metric_value, running_collector, until
 
 pytestmark = pytest.mark.servers
 
@@ -152,11 +152,14 @@ async def _simulate(
             scenario=_scenario(span_s),
             duration_s=span_s,
         )
-        written = collector.metrics.points_written
         await until(
-            lambda: written._value.get() >= stats.acked, timeout=60, what="every point written",
+            lambda: (
+                metric_value(collector.metrics, "parkwatch_points_written_total") >= stats.acked
+            ),
+            timeout=60,
+            what="every point written",
             alive=running,
-        )  # fmt: skip
+        )
         await until(
             lambda: (datetime.now(UTC) - first).total_seconds() >= SELF_METRICS_SPAN_S,
             timeout=60, what="self-metrics span",

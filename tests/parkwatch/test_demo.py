@@ -7,6 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from rich.console import Console
+
+from parkwatch.demo import LiveView
+from parkwatch.service import Collector
+from parkwatch.settings import load_settings
+
 
 def run_demo(workdir: Path, *options: str) -> tuple[str, int, int]:
     """Run the demo briefly at high speed; return its output, messages acked and points written.
@@ -42,6 +49,7 @@ def run_demo(workdir: Path, *options: str) -> tuple[str, int, int]:
     return output, int(published.group(2)), written[-1]
 
 
+@pytest.mark.servers
 def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     output, acked, written = run_demo(workdir, "--duration", "6", "--parks", "caohejing,lingang")
@@ -53,6 +61,7 @@ def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Pat
     assert processes_mentioning(str(workdir)) == []
 
 
+@pytest.mark.servers
 def test_demo_runs_on_the_embedded_broker_where_mosquitto_is_missing(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     _, acked, written = run_demo(
@@ -74,3 +83,14 @@ def processes_mentioning(text: str) -> list[str]:
         if text in command:
             found.append(command)
     return found
+
+
+def test_the_live_view_caption_shows_the_collector_counts(tmp_path: Path) -> None:
+    collector = Collector(load_settings(None, spool={"directory": tmp_path / "spool"}))
+    metrics = collector.metrics
+    metrics.points_written.inc(41)
+    metrics.dead_letters.labels("invalid_json").inc(2)
+    metrics.unacked.set_function(lambda: 7)  # as the MQTT adapter reports it: a function
+    console = Console(width=120, record=True)
+    console.print(LiveView(collector).table())
+    assert "points written 41 · dead letters 2 · unacked 7" in console.export_text()

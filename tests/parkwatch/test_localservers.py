@@ -29,8 +29,6 @@ from parkwatch.localservers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.servers
-
 TIMEOUT = 10.0  # seconds to wait for any one event from a server
 SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "mosquitto.conf"
 
@@ -143,10 +141,14 @@ def _roundtrip(subscriber: MqttProbe, publisher: MqttProbe, topic: str) -> None:
 
 
 def test_free_port_is_bindable() -> None:
+    port = free_port()
+    assert 1024 <= port <= 65535  # an unprivileged port, chosen by the kernel
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", free_port()))
+        sock.bind(("127.0.0.1", port))  # OSError if it were taken
+        assert sock.getsockname() == ("127.0.0.1", port)
 
 
+@pytest.mark.servers
 def test_mosquitto_delivers_qos1(
     mosquitto: Mosquitto, mqtt_probe: Callable[..., MqttProbe], topic_prefix: str
 ) -> None:
@@ -157,6 +159,7 @@ def test_mosquitto_delivers_qos1(
     _roundtrip(subscriber, publisher, f"{topic_prefix}/park1/meter1")
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize(
     ("username", "password"), [("parkwatch", "wrong"), (None, None)], ids=["wrong", "anonymous"]
 )
@@ -171,6 +174,7 @@ def test_mosquitto_auth_rejects(
     assert str(reason) == "Not authorized"
 
 
+@pytest.mark.servers
 def test_mosquitto_auth_accepts_valid_password(
     mosquitto_auth: Mosquitto, mqtt_probe: Callable[..., MqttProbe], topic_prefix: str
 ) -> None:
@@ -182,6 +186,7 @@ def test_mosquitto_auth_accepts_valid_password(
     _roundtrip(subscriber, publisher, f"{topic_prefix}/secured")
 
 
+@pytest.mark.servers
 def test_mosquitto_tls_with_ca(
     mosquitto_tls: Mosquitto, mqtt_probe: Callable[..., MqttProbe], topic_prefix: str
 ) -> None:
@@ -195,6 +200,7 @@ def test_mosquitto_tls_with_ca(
     _roundtrip(subscriber, publisher, f"{topic_prefix}/tls")
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("server_name", ["127.0.0.1", "localhost"])
 def test_mosquitto_tls_cert_is_verified(mosquitto_tls: Mosquitto, server_name: str) -> None:
     assert mosquitto_tls.tls is not None
@@ -212,6 +218,7 @@ def test_mosquitto_tls_cert_is_verified(mosquitto_tls: Mosquitto, server_name: s
         ssl.create_default_context().wrap_socket(raw, server_hostname=server_name)
 
 
+@pytest.mark.servers
 def test_persistent_session_survives_restart(
     tmp_path: Path, mqtt_probe: Callable[..., MqttProbe], topic_prefix: str
 ) -> None:
@@ -245,6 +252,7 @@ def test_persistent_session_survives_restart(
     assert not broker.running
 
 
+@pytest.mark.servers
 def test_kill_then_start(tmp_path: Path, mqtt_probe: Callable[..., MqttProbe]) -> None:
     with Mosquitto(tmp_path) as broker:
         broker.kill()
@@ -256,6 +264,7 @@ def test_kill_then_start(tmp_path: Path, mqtt_probe: Callable[..., MqttProbe]) -
         probe.close()
 
 
+@pytest.mark.servers
 def test_failed_start_raises_with_log_tail(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path, extra_conf="no_such_option true")
     with pytest.raises(ServerError, match='Unknown configuration variable "no_such_option"'):
@@ -289,6 +298,7 @@ class ShippedMosquitto(Mosquitto):
         return text + ("user root\n" if os.geteuid() == 0 else "")
 
 
+@pytest.mark.servers
 def test_shipped_config_runs(
     tmp_path: Path, mqtt_probe: Callable[..., MqttProbe], topic_prefix: str
 ) -> None:
@@ -305,6 +315,7 @@ def test_shipped_config_runs(
     assert (tmp_path / "mosquitto.db").exists()  # written on SIGTERM
 
 
+@pytest.mark.servers
 def test_influxdb_write_query_roundtrip(influxdb: InfluxDB1, influx_database: str) -> None:
     assert influxdb.url == f"http://127.0.0.1:{influxdb.port}"
     influxdb.write(
@@ -319,12 +330,14 @@ def test_influxdb_write_query_roundtrip(influxdb: InfluxDB1, influx_database: st
     ]
 
 
+@pytest.mark.servers
 def test_influx_database_is_per_test(influxdb: InfluxDB1, influx_database: str) -> None:
     assert influx_database.startswith("t_test_influx_database_is_per_test_")
     names = {row["name"] for row in influxdb.query(influx_database, "SHOW DATABASES")}
     assert influx_database in names
 
 
+@pytest.mark.servers
 def test_influxdb_errors_raise(influxdb: InfluxDB1) -> None:
     with pytest.raises(ServerError, match="database not found"):
         influxdb.query("no_such_database", "SELECT * FROM energy")
@@ -336,6 +349,7 @@ def _samples(series: list[dict[str, Any]]) -> int:
     return sum(len(one["timestamps"]) for one in series)
 
 
+@pytest.mark.servers
 def test_victoria_v2_write_export_roundtrip(victoria: VictoriaMetrics, topic_prefix: str) -> None:
     old = 1690000000000  # 2023: needs -retentionPeriod beyond the default month
     now = int(time.time() * 1000)  # current hour: visible only ~1 s after the flush
@@ -365,6 +379,7 @@ def test_victoria_v2_write_export_roundtrip(victoria: VictoriaMetrics, topic_pre
     assert (by_name["energy_kwh"]["timestamps"], by_name["energy_kwh"]["values"]) == ([old], [10])
 
 
+@pytest.mark.servers
 def test_victoria_deduplicates_a_rewritten_sample(
     victoria: VictoriaMetrics, topic_prefix: str
 ) -> None:
@@ -375,6 +390,7 @@ def test_victoria_deduplicates_a_rewritten_sample(
     assert _samples(series) == 1
 
 
+@pytest.mark.servers
 def test_a_relative_workdir_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo's default work dir is relative (``var/demo``); servers run with it as cwd."""
     monkeypatch.chdir(tmp_path)

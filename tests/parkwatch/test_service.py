@@ -6,15 +6,29 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 import pytest
 
+from collector.acks import AckTracker
+from collector.adapters.mqtt import MqttSource
 from parkwatch.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
-from tests.helpers import collector_settings, publish_all, running_collector, until
+from parkwatch.service import Collector
+from parkwatch.settings import load_settings
+from tests.helpers import (
+    collector_settings,
+    metric_value,
+    publish_all,
+    running_collector,
+    until,
+)
+
+pytestmark = pytest.mark.servers
 
 PER_KIND = 150
 DEVICES = 5
@@ -79,7 +93,7 @@ async def test_every_good_message_becomes_exactly_one_point_and_every_bad_one_a_
 
         metrics = collector.metrics
         await until(
-            lambda: metrics.points_written._value.get() >= len(good),
+            lambda: metric_value(metrics, "parkwatch_points_written_total") >= len(good),
             what=f"{len(good)} points written",
             alive=running,
         )
@@ -113,8 +127,8 @@ async def test_every_good_message_becomes_exactly_one_point_and_every_bad_one_a_
     assert too_large["truncated"] is True
     assert too_large["payload_bytes"] > 70_000
     assert all(record["topic"] and record["detail"] for record in records)
-    assert metrics.dead_letters.labels("non_finite")._value.get() == 2
-    assert metrics.received._value.get() == len(mixed)
+    assert metric_value(metrics, "parkwatch_dead_letters_total", reason="non_finite") == 2
+    assert metric_value(metrics, "parkwatch_messages_received_total") == len(mixed)
 
 
 async def test_status_messages_become_device_status_points(
@@ -134,7 +148,7 @@ async def test_status_messages_become_device_status_points(
             [(status, orjson.dumps({"online": True, "ts": now_ms - 5000})), (status, b"offline")],
         )
         await until(
-            lambda: collector.metrics.points_written._value.get() >= 2,
+            lambda: metric_value(collector.metrics, "parkwatch_points_written_total") >= 2,
             what="2 points",
             alive=running,
         )
@@ -203,7 +217,10 @@ async def test_the_v2_write_path_end_to_end_into_victoriametrics(
             for i in range(30)
         ]
         await asyncio.to_thread(publish_all, mosquitto, messages)
-        await until(lambda: collector.metrics.points_written._value.get() >= 30, alive=running)
+        await until(
+            lambda: metric_value(collector.metrics, "parkwatch_points_written_total") >= 30,
+            alive=running,
+        )
 
     def samples() -> dict[tuple[str, int], float]:
         return {
@@ -220,6 +237,7 @@ async def test_the_v2_write_path_end_to_end_into_victoriametrics(
     assert found[("bess-2", base_ms - 29_000)] == 79.0
 
 
+@pytest.mark.servers
 async def test_an_influx_password_in_the_url_shows_nowhere_and_is_used_to_authenticate(
     *,
     tmp_path: Path,
@@ -243,12 +261,18 @@ async def test_an_influx_password_in_the_url_shows_nowhere_and_is_used_to_authen
         async with running_collector(settings) as (collector, running):
             first = {"ts": base_ms, "pv_kw": 1.5, "aux": 1.0}
             publish_all(mosquitto, [(topic, orjson.dumps(first))])
-            await until(lambda: collector.metrics.points_written._value.get() == 1, alive=running)
+            await until(
+                lambda: metric_value(collector.metrics, "parkwatch_points_written_total") == 1,
+                alive=running,
+            )
             # A write InfluxDB refuses (float field, now bool): the warning names the sink's URL.
             conflict = {"ts": base_ms + 1, "pv_kw": 1.5, "aux": True}
             publish_all(mosquitto, [(topic, orjson.dumps(conflict))])
             await until(
-                lambda: collector.metrics.write_errors.labels("rejected")._value.get() >= 1,
+                lambda: (
+                    metric_value(collector.metrics, "parkwatch_write_errors_total", kind="rejected")
+                    >= 1
+                ),
                 alive=running,
             )
             health_url = f"http://127.0.0.1:{collector.http_port}/healthz"
@@ -262,3 +286,122 @@ async def test_an_influx_password_in_the_url_shows_nowhere_and_is_used_to_authen
     assert "database rejected a line" in caplog.text
     for secret in (password, quote(password, safe=""), quote(password)):
         assert secret not in shown  # ... without its password
+
+
+# -- flow control: what the README promises about unacked messages --------------------------------
+
+
+class HeldSink:
+    """A ``Sink`` whose writes wait until ``release`` is set: nothing is written or acked."""
+
+    name = "held-sink"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.lines: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def write(self, body: bytes) -> None:
+        """Wait for ``release``, then keep the lines."""
+        await self.release.wait()
+        self.lines.update(body.decode().split("\n"))
+
+    async def ping(self) -> bool:
+        """Always answers."""
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class PeakTracker(AckTracker):
+    """Remembers the most QoS 1 messages ever unacknowledged at once on a connection."""
+
+    def __init__(self, send_ack: Callable[[int, int], None]) -> None:
+        super().__init__(send_ack)
+        self.qos_received = 0
+        self.peak = 0
+
+    def received(self, mid: int, qos: int) -> int:
+        """Count the message, then register it."""
+        if qos > 0:
+            self.qos_received += 1
+            self.peak = max(self.peak, self.qos_received - self.acked)
+        return super().received(mid, qos)
+
+    def reset(self) -> int:
+        """A new connection: nothing of the old one is outstanding."""
+        self.qos_received = self.acked
+        return super().reset()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_unacked_messages_never_exceed_receive_maximum_while_the_broker_holds_the_rest(
+    tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str, protocol: str
+) -> None:
+    """A collector whose database does not answer yet: it holds ``mqtt.receive_maximum`` (20)
+    unacked messages and the broker keeps the other 180; once writes succeed all 200 arrive, and
+    no message ever found 20 others unacked before it (every receipt is counted, none sampled).
+
+    Mosquitto 2.0.11 keeps to an MQTT 5 receive maximum only until acks flow (then it sent up to
+    47 unacked for 20), and MQTT 3.1.1 cannot announce one: the collector enforces it itself."""
+    receive_maximum, total = 20, 200
+    trackers: list[PeakTracker] = []
+
+    class PeakSource(MqttSource):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.tracker = PeakTracker(self._send_ack)
+            trackers.append(self.tracker)
+
+    settings = load_settings(
+        None,
+        mqtt={
+            "url": mosquitto.url,
+            "protocol": protocol,
+            "topic_prefix": topic_prefix,
+            "client_id": f"collector-{topic_prefix}"[:64],
+            "receive_maximum": receive_maximum,
+        },
+        spool={"directory": tmp_path / "spool"},
+        deadletter={"path": tmp_path / "deadletter.jsonl"},
+        http={"port": 0},
+    )
+    sink = HeldSink()
+    collector = Collector(settings, sink=sink, source_factory=PeakSource)
+    stop = asyncio.Event()
+    running = asyncio.create_task(collector.run(stop))
+    try:
+        await until(collector.connected.is_set, what="collector subscribed", alive=running)
+        (tracker,) = trackers
+        base_ms = int(time.time() * 1000)
+        topic = f"{topic_prefix}/lingang/microgrid/mg-1/telemetry"
+        messages = [(topic, orjson.dumps({"ts": base_ms - i, "seq": i})) for i in range(total)]
+        await asyncio.to_thread(publish_all, mosquitto, messages)  # all PUBACKed: queued for us
+        await until(
+            lambda: tracker.qos_received >= receive_maximum,
+            what=f"{receive_maximum} messages received",
+            alive=running,
+        )
+        assert tracker.qos_received == receive_maximum
+        assert tracker.acked == 0
+        assert metric_value(collector.metrics, "parkwatch_points_written_total") == 0
+
+        sink.release.set()
+        await until(
+            lambda: len(sink.lines) == total and tracker.qos_received - tracker.acked == 0,
+            what=f"all {total} written and acked",
+            alive=running,
+        )
+    finally:
+        sink.release.set()  # else the drain would wait for the held writes
+        stop.set()
+        await running
+    assert {int(line.rsplit(" ", 1)[1]) for line in sink.lines} == {
+        base_ms - i for i in range(total)
+    }
+    assert set(sink.lines.values()) == {1}  # each written once
+    assert tracker.qos_received == total
+    assert tracker.peak == receive_maximum

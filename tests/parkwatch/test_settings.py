@@ -285,7 +285,7 @@ def test_settings_class_reads_the_environment_directly(monkeypatch: pytest.Monke
     assert Settings().http.port == 0
 
 
-# -- known bugs ------------------------------------------------------------------------------------
+# -- regression tests of fixed bugs ----------------------------------------------------------------
 
 
 def test_a_password_in_the_mqtt_url_never_shows_in_repr_or_json() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+import pytest
+
 from parkwatch.schema import ChargerStatus, OcppErrorCode
 from simulators.charger import ChargePoint, Connector, arrival_rate_per_h, taper
 from simulators.simtime import SHANGHAI, Instant, instant_at
@@ -29,7 +31,11 @@ def _instant(seconds: float) -> Instant:
 
 def test_taper_is_flat_then_falls_towards_full() -> None:
     assert taper(20) == taper(79.9) == 1.0
-    assert 1.0 > taper(85) > taper(95) > taper(100) == 0.1
+    # Linear from 100 % at 80 % SOC to 10 % at full: 90 % less over 20 points of SOC.
+    assert taper(85) == pytest.approx(0.775)
+    assert taper(90) == pytest.approx(0.55)
+    assert taper(95) == pytest.approx(0.325)
+    assert taper(100) == pytest.approx(0.1)
 
 
 def test_arrivals_peak_with_the_morning_shift_and_drop_at_night_and_weekends() -> None:
@@ -69,9 +75,10 @@ def test_a_week_of_sessions_follows_ocpp_transitions() -> None:
         assert needed in seen_transitions
     assert (S.CHARGING, S.SUSPENDED_EV) in seen_transitions
     assert energy > 100
-    # Power tapers: never more than the taper allows at the EV's state of charge.
-    assert all(share <= taper(soc) + 1e-9 for soc, share in charging_powers)
-    assert any(soc > 85 for soc, _ in charging_powers)
+    # Power tapers: full power at most, and from 90 % SOC at most 55 % of it (see above).
+    assert all(share <= 1.0 + 1e-9 for _, share in charging_powers)
+    assert all(share <= 0.55 + 1e-9 for soc, share in charging_powers if soc >= 90)
+    assert any(soc >= 90 for soc, _ in charging_powers)
 
 
 def test_forced_fault_holds_faulted_then_clears_to_available() -> None:

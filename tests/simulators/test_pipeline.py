@@ -6,13 +6,17 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from parkwatch.localservers import InfluxDB1, Mosquitto
 from parkwatch.schema import Kind
 from simulators.fleet import FleetSpec
 from simulators.generate import iter_messages
 from simulators.runner import run_fleet
 from simulators.simtime import SHANGHAI
-from tests.helpers import collector_settings, running_collector, until
+from tests.helpers import collector_settings, metric_value, running_collector, until
+
+pytestmark = pytest.mark.servers
 
 FLEET = FleetSpec.model_validate(
     {
@@ -74,6 +78,6 @@ async def test_a_simulated_half_hour_lands_in_influxdb_point_for_point(
         assert stats.published == stats.acked == sum(expected.values())
         await until(lambda: stored() == expected, what=f"points per kind {expected}", alive=running)
     assert stored() == expected
-    assert collector.metrics.dead_letters.labels("clock_skew")._value.get() == 0
+    assert metric_value(collector.metrics, "parkwatch_dead_letters_total", reason="clock_skew") == 0
     parks = {row["park"] for row in influxdb.query(influx_database, "SELECT * FROM microgrid")}
     assert parks == {"zhangjiang", "lingang"}

@@ -15,13 +15,12 @@ from simulators.generate import iter_messages
 from simulators.rate import RateReport, publish_at_rate
 from tests.simulators.subscriber import MqttSubscriber
 
-pytestmark = pytest.mark.servers
-
 
 def _pool(prefix: str, start: datetime) -> list[tuple[str, bytes]]:
     return list(iter_messages(default_fleet(["hongqiao"]), 0, start, 300, prefix=prefix))
 
 
+@pytest.mark.servers
 async def test_flat_out_publishes_count_messages_all_acknowledged(
     mosquitto: Mosquitto, subscriber: MqttSubscriber, start: datetime
 ) -> None:
@@ -44,6 +43,7 @@ async def test_flat_out_publishes_count_messages_all_acknowledged(
     assert Counter((t, p) for t, p, _ in subscriber.telemetry()) == expected
 
 
+@pytest.mark.servers
 async def test_paced_run_sends_the_requested_count(
     mosquitto: Mosquitto, subscriber: MqttSubscriber, start: datetime
 ) -> None:
@@ -83,6 +83,7 @@ def test_report_rate_of_an_instant_run_is_zero() -> None:
     assert RateReport(sent=0, acked=0, elapsed_s=0.0).rate == 0.0
 
 
+@pytest.mark.servers
 async def test_rate_mode_with_credentials(mosquitto_auth: Mosquitto, start: datetime) -> None:
     pool = _pool("auth-rate", start)
     report = await publish_at_rate(

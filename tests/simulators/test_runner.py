@@ -18,8 +18,6 @@ from simulators.fleet import FleetSpec
 from simulators.runner import MqttTarget, parse_mqtt_url, run_fleet
 from tests.simulators.subscriber import MqttSubscriber
 
-pytestmark = pytest.mark.servers
-
 SMALL = FleetSpec.model_validate(
     {
         "parks": [
@@ -59,6 +57,7 @@ def test_parse_mqtt_url_rejects(url: str) -> None:
         parse_mqtt_url(url)
 
 
+@pytest.mark.servers
 async def test_accelerated_run_publishes_every_message_per_kind(
     mosquitto: Mosquitto, subscriber: MqttSubscriber, start: datetime
 ) -> None:
@@ -87,6 +86,7 @@ async def test_accelerated_run_publishes_every_message_per_kind(
         assert "ts" in offline  # said by the device itself, not its last will
 
 
+@pytest.mark.servers
 async def test_offline_fault_drops_the_connection_and_the_broker_sends_the_will(
     mosquitto: Mosquitto, subscriber: MqttSubscriber, start: datetime
 ) -> None:
@@ -118,6 +118,7 @@ async def test_offline_fault_drops_the_connection_and_the_broker_sends_the_will(
     assert stats.published == 180 - 8
 
 
+@pytest.mark.servers
 async def test_stop_event_ends_the_run_cleanly(
     mosquitto: Mosquitto, subscriber: MqttSubscriber, start: datetime
 ) -> None:
@@ -146,6 +147,7 @@ async def test_stop_event_ends_the_run_cleanly(
         assert orjson.loads(subscriber.statuses(f"caohejing/{device}")[-1])["online"] is False
 
 
+@pytest.mark.servers
 async def test_cancellation_disconnects_every_device(
     mosquitto: Mosquitto, subscriber: MqttSubscriber, start: datetime
 ) -> None:
@@ -184,6 +186,7 @@ async def test_unreachable_broker_is_a_source_error(start: datetime) -> None:
         await run_fleet(SMALL, mqtt_url=f"mqtt://127.0.0.1:{port}", start=start, duration_s=60)
 
 
+@pytest.mark.servers
 async def test_credentials_in_the_url_are_used(mosquitto_auth: Mosquitto, start: datetime) -> None:
     user, password = mosquitto_auth.username, mosquitto_auth.password
     assert user is not None

@@ -56,9 +56,11 @@ def test_round_trip_loses_about_eta_squared() -> None:
     while battery.soc_pct > battery.soc_min_pct:
         battery.step(500.0, NOON, 10.0, rng)
     efficiency = battery.discharged_kwh / battery.charged_kwh
-    assert efficiency == pytest.approx(battery.eta_charge * battery.eta_discharge, rel=0.01)
-    # 80 % of the usable capacity went in, less the charge losses.
-    assert battery.charged_kwh == pytest.approx(0.8 * battery.usable_kwh / 0.95, rel=0.01)
+    # 95 % one way, 95 % back (the default efficiencies): 0.95 x 0.95.
+    assert efficiency == pytest.approx(0.9025, rel=0.01)
+    # The SOC window 10-90 % of 1000 kWh at 98 % health is 784 kWh in the cells, which took
+    # 784 / 0.95 = 825.3 kWh from the AC side.
+    assert battery.charged_kwh == pytest.approx(825.3, rel=0.01)
 
 
 def test_limits_stop_power_at_full_and_empty() -> None:
@@ -74,7 +76,7 @@ def test_overheating_cells_are_derated_by_the_bms() -> None:
     rng = random.Random(0)
     for _ in range(6 * 60 * 3):  # three hours of 10 s steps
         battery.step(0.0, NOON, 10.0, rng, extra_heat_c=40.0)
-    assert battery.cell_temp_max_c > battery.derate_temp_c
+    assert battery.cell_temp_max_c > 55.0  # the BMS derating limit (a Battery default)
     assert battery.step(500.0, NOON, 10.0, rng) == 0.0
 
 
@@ -82,5 +84,10 @@ def test_cells_look_like_lfp() -> None:
     battery = Battery(capacity_kwh=1000.0, rated_kw=500.0, soc_pct=50.0)
     assert 3.0 < battery.cell_v_mean < 3.4
     assert battery.cell_temp_min_c < battery.cell_temp_max_c
+    resting = Battery(capacity_kwh=1000.0, rated_kw=500.0, soc_pct=50.0)
+    resting.step(0.0, NOON, 10.0, random.Random(0))
     battery.step(-500.0, NOON, 10.0, random.Random(0))
-    assert battery.cell_v_mean > 3.10 + 0.25 * battery.soc_pct / 100  # charging lifts voltage
+    # 10 s of charging add 0.13 % SOC (a few tenths of a millivolt of open-circuit voltage);
+    # the current's IR drop lifts the terminal voltage far more than that.
+    assert battery.soc_pct == pytest.approx(50.13, abs=0.01)
+    assert battery.cell_v_mean > resting.cell_v_mean + 0.01

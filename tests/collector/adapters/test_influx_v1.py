@@ -18,8 +18,6 @@ from parkwatch.settings import InfluxSettings
 from tests.helpers import until
 from tests.proxy import PrefixProxy
 
-pytestmark = pytest.mark.servers
-
 BASE_MS = 1_700_000_000_000
 
 
@@ -34,6 +32,7 @@ async def started(url: str, database: str, **settings: Any) -> AsyncIterator[Inf
         await sink.close()
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("gzip", [True, False], ids=["gzip", "plain"])
 async def test_written_lines_read_back_with_tags_fields_and_ms_timestamps(
     influxdb: InfluxDB1, influx_database: str, gzip: bool
@@ -68,6 +67,7 @@ async def test_written_lines_read_back_with_tags_fields_and_ms_timestamps(
     ]
 
 
+@pytest.mark.servers
 async def test_a_large_gzipped_batch_arrives_complete(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -83,6 +83,7 @@ def database_names(influxdb: InfluxDB1) -> set[str]:
     return {row["name"] for row in influxdb.query("", "SHOW DATABASES")}
 
 
+@pytest.mark.servers
 async def test_start_creates_the_database_when_it_is_missing(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -97,6 +98,7 @@ async def test_start_creates_the_database_when_it_is_missing(
         influxdb.drop_database(database)
 
 
+@pytest.mark.servers
 async def test_a_field_type_conflict_is_refused_with_status_400(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -110,6 +112,7 @@ async def test_a_field_type_conflict_is_refused_with_status_400(
     assert sink.name in str(caught.value)
 
 
+@pytest.mark.servers
 async def test_an_unparsable_line_is_refused_with_status_400(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -119,6 +122,7 @@ async def test_an_unparsable_line_is_refused_with_status_400(
     assert caught.value.status == 400
 
 
+@pytest.mark.servers
 async def test_a_missing_database_is_unavailable_not_refused(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -133,6 +137,7 @@ async def test_a_missing_database_is_unavailable_not_refused(
     assert missing not in database_names(influxdb)
 
 
+@pytest.mark.servers
 async def test_ping_is_true_while_influxdb_answers(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -157,6 +162,7 @@ async def test_writing_before_start_is_unavailable() -> None:
         await sink.write(b"m v=1 1")
 
 
+@pytest.mark.servers
 async def test_the_first_write_after_start_finds_the_database_start_created(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -184,6 +190,7 @@ async def test_the_first_write_after_start_finds_the_database_start_created(
 # -- a URL with a path (reverse proxy) and credentials in the URL ----------------------------------
 
 
+@pytest.mark.servers
 async def test_a_url_with_a_path_reaches_influxdb_behind_a_reverse_proxy(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -218,6 +225,7 @@ def url_with_credentials(server: InfluxDB1, user: str, password: str) -> str:
     return f"http://{quote(user, safe='')}:{quote(password, safe='')}@{server.host}:{server.port}"
 
 
+@pytest.mark.servers
 async def test_credentials_in_the_url_authenticate_against_influxdb_with_auth_on(
     influxdb_auth: InfluxDB1, auth_database: str
 ) -> None:
@@ -234,6 +242,7 @@ async def test_credentials_in_the_url_authenticate_against_influxdb_with_auth_on
     assert influxdb_auth.query(auth_database, "SELECT v FROM m") == [{"time": BASE_MS, "v": 1}]
 
 
+@pytest.mark.servers
 async def test_an_explicit_password_wins_over_the_one_in_the_url(
     influxdb_auth: InfluxDB1, auth_database: str
 ) -> None:
@@ -245,6 +254,7 @@ async def test_an_explicit_password_wins_over_the_one_in_the_url(
     assert influxdb_auth.query(auth_database, "SELECT v FROM m") == [{"time": BASE_MS, "v": 2}]
 
 
+@pytest.mark.servers
 async def test_no_password_from_the_url_shows_in_the_sink_name_or_its_errors(
     influxdb_auth: InfluxDB1, auth_database: str
 ) -> None:

@@ -27,8 +27,6 @@ from tests.helpers import (
 )
 from tests.notify.helpers import FAST, alert, resolved, running, settings, transition
 
-pytestmark = pytest.mark.servers
-
 GRAFANA = "http://grafana.park:3000"
 
 
@@ -42,6 +40,7 @@ def epoch_ms(text: str) -> int:
     return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+@pytest.mark.servers
 async def test_a_firing_alert_appears_with_its_labels_and_resolves(
     alertmanager: Alertmanager,
     registry: CollectorRegistry,
@@ -85,6 +84,7 @@ async def test_a_firing_alert_appears_with_its_labels_and_resolves(
     record_property("alertmanager_latency_firing_to_delivered_ms", round(total / count * 1000, 1))
 
 
+@pytest.mark.servers
 async def test_re_sends_keep_a_firing_alert_active_past_its_first_end(
     alertmanager: Alertmanager, registry: CollectorRegistry, topic_prefix: str
 ) -> None:
@@ -108,6 +108,7 @@ async def test_re_sends_keep_a_firing_alert_active_past_its_first_end(
     assert sent >= 3
 
 
+@pytest.mark.servers
 async def test_simulated_future_times_are_clamped_to_the_wall_clock(
     alertmanager: Alertmanager, registry: CollectorRegistry, topic_prefix: str
 ) -> None:
@@ -125,6 +126,7 @@ async def test_simulated_future_times_are_clamped_to_the_wall_clock(
     assert registry.get_sample_value("parkwatch_notifications_total", failed) == 0
 
 
+@pytest.mark.servers
 async def test_a_refused_alert_is_not_retryable(
     alertmanager: Alertmanager, topic_prefix: str
 ) -> None:

@@ -33,8 +33,8 @@ from tests.notify.helpers import (
 # Chinese text uses full-width punctuation on purpose.
 # ruff: noqa: RUF001
 
+# aiosmtpd runs in this process: no server program, so these run under -m "not servers" too.
 pytestmark = [
-    pytest.mark.servers,
     # aiosmtpd warns about auth_require_tls=False, which the TLS-only server needs (see smtp).
     pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning"),
 ]
