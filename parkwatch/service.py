@@ -40,9 +40,10 @@ from collector.metrics import Metrics
 from collector.sink import Sink, make_sink
 from collector.spool import Spool
 from collector.writer import Writer
+from kpi import KpiEngine
 from parkwatch.analytics import Analytics, is_derived_ticket
 from parkwatch.clock import ParkClocks
-from parkwatch.events import Engine
+from parkwatch.events import Engine, Output
 from parkwatch.http import HttpServer
 from parkwatch.points import Point
 from parkwatch.settings import Settings
@@ -60,6 +61,8 @@ def build_engines(
 ) -> list[Engine]:
     """The stateful engines, in the order they see each point (KPIs first: rules read them)."""
     engines: list[Engine] = []
+    if settings.kpi.enabled:
+        engines.append(KpiEngine(settings.kpi, settings.parks, clocks, registry))
     return engines
 
 
@@ -96,6 +99,7 @@ class Collector:
         self._writer: Writer | None = None
         self._analytics: Analytics | None = None
         self._observers: list[Callable[[Point], None]] = []
+        self._output_observers: list[Callable[[Output], None]] = []
         self.clocks = ParkClocks()
         """Every park's event-time clock, shared by the engines."""
         self.engines: list[Engine] = []
@@ -103,6 +107,10 @@ class Collector:
     def observe(self, observer: Callable[[Point], None]) -> None:
         """Call ``observer`` with every validated point (on the decoder's path: keep it cheap)."""
         self._observers.append(observer)
+
+    def observe_outputs(self, observer: Callable[[Output], None]) -> None:
+        """Call ``observer`` with every KPI record and alert transition the engines emit."""
+        self._output_observers.append(observer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and return."""
@@ -166,13 +174,16 @@ class Collector:
         self.engines = build_engines(self.settings, self.clocks, self.metrics.registry)
         if not self.engines:
             return None
-        return Analytics(
+        analytics = Analytics(
             self.settings.state,
             self.engines,
             self.clocks,
             self.metrics.registry,
             listening=self.connected.is_set,
         )
+        for observer in self._output_observers:
+            analytics.observe(observer)
+        return analytics
 
     def _settle(self, tickets: Iterable[int]) -> None:
         """Safe points: MQTT messages are acked, derived points leave the analytics outbox."""
