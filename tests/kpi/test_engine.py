@@ -296,6 +296,26 @@ def test_green_ev_energy_weighs_each_minute_by_its_self_sufficiency() -> None:
     )
 
 
+def test_a_minute_without_self_sufficiency_leaves_its_quarter_without_green_energy() -> None:
+    """The charger reports the whole quarter (2 kWh a minute), the meter only from minute 1:
+    minute 0 has EV energy but no self-sufficiency, so its green share, and with it the
+    quarter's, is unknown; the quarter's EV energy (30 kWh) is still known."""
+    feed = KpiFeed()
+    for minute in range(16):
+        feed.charger("cp-1", 1, T + minute * MIN, energy_kwh=2 * minute)
+        if minute:
+            feed.microgrid(
+                "mg-1", T + minute * MIN, pv_kwh=minute, load_kwh=minute, grid_export_kwh=0
+            )
+    feed.close_through(T + 15 * MIN)
+    assert "ev_green_kwh" not in feed.fields("1m", T)
+    assert feed.fields("1m", T + MIN)["ev_green_kwh"] == pytest.approx(2)
+    quarter = feed.fields("15m", T)
+    assert quarter["ev_energy_kwh"] == pytest.approx(30)
+    assert "ev_green_kwh" not in quarter
+    assert "ev_green_share_pct" not in quarter
+
+
 def test_peak_demand_is_the_highest_quarter_of_the_hour() -> None:
     """Imports of 10, 40, 20 and 30 kWh in the four quarters: 40, 160, 80, 120 kW; the hour
     peaks at 160 kW. In the next hour the meter is silent from 01:30 to 01:50 (longer than
