@@ -12,8 +12,8 @@ from tests.kpi.feed import MIN, T
 MICROGRID = {"pv_kwh": 6.0, "load_kwh": 12.0, "grid_import_kwh": 8.0, "grid_export_kwh": 1.0}
 
 
-def minute(start: int, park: str = "p", **fields: float) -> KpiRecord:
-    return KpiRecord(park, "1m", start, start + MIN, fields)
+def minute(start: int, **fields: float) -> KpiRecord:
+    return KpiRecord("p", "1m", start, start + MIN, fields)
 
 
 def test_the_days_closed_minutes_are_added_up() -> None:
