@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -9,11 +10,17 @@ from zoneinfo import ZoneInfo
 import orjson
 from prometheus_client import CollectorRegistry
 
+from collector.decode import Decoder
+from collector.messages import RawMessage
+from collector.metrics import Metrics
 from kpi import KpiEngine
 from parkwatch.clock import ParkClocks
 from parkwatch.events import KpiRecord, Output
 from parkwatch.points import Point
-from parkwatch.settings import KpiSettings, ParksSettings
+from parkwatch.settings import IngestSettings, KpiSettings, ParksSettings
+from simulators.faults import Scenario
+from simulators.fleet import FleetSpec
+from simulators.generate import iter_messages
 
 SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
 T: Final = round(datetime(2025, 6, 21, tzinfo=SHANGHAI).timestamp() * 1000)
@@ -99,3 +106,20 @@ class KpiFeed:
         twin._advanced = dict(self._advanced)
         twin.clocks.restore(self.clocks.snapshot(0.0), 0.0)
         return twin
+
+
+def simulated_points(
+    fleet: FleetSpec,
+    seed: int,
+    start: datetime,
+    duration_s: float,
+    scenario: Scenario | None = None,
+) -> Iterator[Point]:
+    """The simulators' messages as the collector's decoder turns them into points."""
+    decoder = Decoder(IngestSettings(max_past_s=1e10, max_future_s=1e10), Metrics())
+    for ticket, (topic, payload) in enumerate(
+        iter_messages(fleet, seed, start, duration_s, scenario=scenario)
+    ):
+        point = decoder.decode(RawMessage(topic, payload, 0.0, ticket))
+        assert isinstance(point, Point), point
+        yield point
