@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -71,7 +71,7 @@ def test_days_follow_the_zones_clock_changes(zone: str, day: date, start: int, h
 )
 def test_every_instant_lies_in_the_day_of_its_local_date(zone: str, instants: list[int]) -> None:
     """In any order of lookups (the last day is cached): start <= ts < end, the start is the
-    first instant of its local date, and the end the first of the next date."""
+    first instant of its local date, and the end the first instant of a later date."""
     days, tz = LocalDays(zone), ZoneInfo(zone)
     for ts in instants:
         start = days.start_of(ts)
@@ -80,5 +80,5 @@ def test_every_instant_lies_in_the_day_of_its_local_date(zone: str, instants: li
         local_date = datetime.fromtimestamp(ts // 1000, tz).date()
         assert datetime.fromtimestamp(start // 1000, tz).date() == local_date
         assert datetime.fromtimestamp((start - 1000) // 1000, tz).date() < local_date
-        assert datetime.fromtimestamp(end // 1000, tz).date() == local_date + timedelta(days=1)
+        assert datetime.fromtimestamp(end // 1000, tz).date() > local_date  # next (Samoa: +2)
         assert datetime.fromtimestamp((end - 1000) // 1000, tz).date() == local_date
