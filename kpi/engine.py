@@ -55,13 +55,6 @@ class _Metrics:
         )
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 class KpiEngine:
     """Park KPIs over ``1m``, ``15m``, ``1h`` and ``1d`` windows; see the module docstring."""
 
@@ -94,9 +87,11 @@ class KpiEngine:
         fields = point.fields
         readings: list[tuple[str, float]] = []
         for field, total in sources:
-            value = _number(fields.get(field))
-            if value is not None:
-                readings.append((total, value))
+            value = fields.get(field)
+            if isinstance(value, bool) or not isinstance(value, float | int):
+                continue  # absent, or not a number (a bool is an int, but not a count)
+            if math.isfinite(value):
+                readings.append((total, float(value)))
         status = fields.get("status") if point.kind == "charger" else None
         if not readings and not isinstance(status, str):
             return
@@ -149,7 +144,7 @@ class KpiEngine:
 
     def tracked(self) -> int:
         """Device counters and connectors held in memory, over all parks."""
-        return sum(len(p.tracks) + len(p.connectors) for p in self._parks.values())
+        return sum(park.tracked() for park in self._parks.values())
 
     def _new_park(self, park: str, first_ts: int) -> ParkKpis:
         profile = self._profiles.profile(park)

@@ -41,6 +41,7 @@ class ParkKpis:
 
     __slots__ = (
         "connectors",
+        "devices",
         "emission_factor",
         "horizon",
         "lateness_ms",
@@ -48,7 +49,6 @@ class ParkKpis:
         "next_due",
         "park",
         "series",
-        "tracks",
     )
 
     def __init__(
@@ -68,8 +68,8 @@ class ParkKpis:
         # Windows a little older than the first reading are open too: other devices' readings
         # of the same moment may arrive in any order.
         self.series = [Series(kind, first_ts - lateness_ms) for kind in window_kinds(timezone)]
-        self.tracks: dict[tuple[str, str, str], Track] = {}
-        """(park total, device, connector) -> the counter."""
+        self.devices: dict[tuple[str, str], dict[str, Track]] = {}
+        """(device, connector) -> park total -> the counter."""
         self.connectors: dict[tuple[str, str], Connector] = {}
         """(device, connector) -> its status."""
         self.horizon = 0
@@ -83,27 +83,33 @@ class ParkKpis:
         self, device: str, connector: str, ts: int, readings: list[tuple[str, float]]
     ) -> bool:
         """A device's counter readings at ``ts`` as (park total, value); whether any was new."""
-        tracks = self.tracks
+        tracks = self.devices.get((device, connector))
+        if tracks is None:
+            tracks = self.devices[device, connector] = {}
         fresh = False
         pairs: dict[int, list[tuple[str, float]]] = {}  # by the previous reading's time
         for total, value in readings:
-            key = (total, device, connector)
-            track = tracks.get(key)
+            track = tracks.get(total)
             if track is None:
-                tracks[key] = Track(ts, ts, value)
+                tracks[total] = Track(ts, ts, value)
                 fresh = True
                 continue
             if ts <= track.last_ts:
                 continue  # a duplicate or an older reading: its pair has been counted
-            pairs.setdefault(track.last_ts, []).append((total, increase(track.value, value)))
+            increase_ = increase(track.value, value)
+            amounts = pairs.get(track.last_ts)
+            if amounts is None:
+                pairs[track.last_ts] = [(total, increase_)]
+            else:
+                amounts.append((total, increase_))
             track.last_ts, track.value = ts, value
             fresh = True
         for t0, amounts in pairs.items():
             long_gap = ts - t0 > self.max_gap_ms
             for series in self.series:
                 series.add_pair(t0, ts, amounts, long_gap)
-        if fresh:
-            self.horizon = max(self.horizon, ts + self.max_gap_ms)
+        if fresh and ts + self.max_gap_ms > self.horizon:
+            self.horizon = ts + self.max_gap_ms
         return fresh
 
     def take_status(self, device: str, connector: str, ts: int, status: str) -> bool:
@@ -121,6 +127,10 @@ class ParkKpis:
             previous.status, previous.since = status, ts
         self.horizon = max(self.horizon, ts + self.max_gap_ms)
         return True
+
+    def tracked(self) -> int:
+        """Device counters and connectors held."""
+        return sum(len(tracks) for tracks in self.devices.values()) + len(self.connectors)
 
     def late_windows(self, ts: int) -> list[str]:
         """The window kinds whose window holding ``ts`` has closed already."""
@@ -177,12 +187,14 @@ class ParkKpis:
     def _totals(self, start: int, end: int, acc: WindowAcc | None, window: str) -> WindowTotals:
         unknown = set(acc.unknown) if acc is not None else set()
         expected: set[str] = set()
-        for (total, _, _), track in self.tracks.items():
-            if track.first_ts >= end or start >= track.last_ts + self.max_gap_ms:
-                continue
-            expected.add(total)
-            if track.first_ts > start or track.last_ts < end:
-                unknown.add(total)
+        gap = self.max_gap_ms
+        for tracks in self.devices.values():
+            for total, track in tracks.items():
+                if track.first_ts >= end or start >= track.last_ts + gap:
+                    continue
+                expected.add(total)
+                if track.first_ts > start or track.last_ts < end:
+                    unknown.add(total)
         sums = acc.sums if acc is not None else {}
         energy = {
             total: sums.get(total, 0.0)
@@ -215,8 +227,12 @@ class ParkKpis:
         Run at every clock move that closes something, so a replay forgets at the same moments.
         """
         oldest = min(series.cursor for series in self.series) - self.max_gap_ms
-        if any(track.last_ts <= oldest for track in self.tracks.values()):
-            self.tracks = {k: t for k, t in self.tracks.items() if t.last_ts > oldest}
+        if any(t.last_ts <= oldest for tracks in self.devices.values() for t in tracks.values()):
+            kept = (
+                (key, {total: t for total, t in tracks.items() if t.last_ts > oldest})
+                for key, tracks in self.devices.items()
+            )
+            self.devices = {key: tracks for key, tracks in kept if tracks}
         if any(connector.since <= oldest for connector in self.connectors.values()):
             self.connectors = {k: c for k, c in self.connectors.items() if c.since > oldest}
 
@@ -228,7 +244,8 @@ class ParkKpis:
             "horizon": self.horizon,
             "tracks": [
                 [total, device, connector, t.first_ts, t.last_ts, t.value]
-                for (total, device, connector), t in self.tracks.items()
+                for (device, connector), tracks in self.devices.items()
+                for total, t in tracks.items()
             ],
             "connectors": [
                 [device, connector, c.status, c.since]
@@ -240,10 +257,10 @@ class ParkKpis:
     def load(self, data: dict[str, Any]) -> None:
         """Replace the state with ``to_json`` data."""
         self.horizon = int(data["horizon"])
-        self.tracks = {
-            (str(total), str(device), str(connector)): Track(int(first), int(last), float(value))
-            for total, device, connector, first, last, value in data["tracks"]
-        }
+        self.devices = {}
+        for total, device, connector, first, last, value in data["tracks"]:
+            tracks = self.devices.setdefault((str(device), str(connector)), {})
+            tracks[str(total)] = Track(int(first), int(last), float(value))
         self.connectors = {
             (str(device), str(connector)): Connector(str(status), int(since))
             for device, connector, status, since in data["connectors"]

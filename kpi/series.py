@@ -58,6 +58,14 @@ class WindowAcc:
         sums = self.sums
         sums[total] = sums.get(total, 0.0) + amount
 
+    def count(self, status: str, duration_ms: int) -> None:
+        """Count ``duration_ms`` of connector-time in ``status``."""
+        self.known_ms += duration_ms
+        if status == CHARGING:
+            self.charging_ms += duration_ms
+        elif status == FAULTED:
+            self.faulted_ms += duration_ms
+
     def to_json(self, start: int) -> list[Any]:
         """This accumulator as a JSON-able row."""
         return [
@@ -90,7 +98,7 @@ class WindowAcc:
 class Series:
     """The open windows of one kind for one park, from the cursor on."""
 
-    __slots__ = ("accs", "cursor", "cursor_end", "kind", "name")
+    __slots__ = ("_hot", "_hot_end", "_hot_start", "accs", "cursor", "cursor_end", "kind", "name")
 
     def __init__(self, kind: WindowKind, first_ts: int) -> None:
         self.kind = kind
@@ -98,6 +106,15 @@ class Series:
         self.cursor = kind.start_of(first_ts)
         self.cursor_end = kind.end_of(self.cursor)
         self.accs: dict[int, WindowAcc] = {}
+        # The open window most readings land in, so they skip the window arithmetic (a cache:
+        # not part of the state).
+        self._hot: WindowAcc | None = None
+        self._hot_start = self._hot_end = 0
+
+    def _warm(self, start: int, end: int) -> WindowAcc:
+        acc = self.acc(start, end)
+        self._hot, self._hot_start, self._hot_end = acc, start, end
+        return acc
 
     def acc(self, start: int, end: int) -> WindowAcc:
         """The accumulator of the open window ``[start, end)``, created on first use."""
@@ -115,12 +132,18 @@ class Series:
 
     def add_pair(self, t0: int, t1: int, amounts: list[tuple[str, float]], long_gap: bool) -> None:
         """Spread the increases of a counter pair ``(t0, t1]`` over the windows it spans."""
+        hot = self._hot
+        if hot is not None and self._hot_start <= t0 and t1 <= self._hot_end:
+            sums = hot.sums
+            for total, amount in amounts:
+                sums[total] = sums.get(total, 0.0) + amount
+            return
         kind = self.kind
         start = kind.start_of(t0)
         end = kind.end_of(start)
         if t1 <= end:  # no boundary inside the pair: all of it belongs to one window
             if start >= self.cursor:
-                acc = self.acc(start, end)
+                acc = self._warm(start, end)
                 for total, amount in amounts:
                     acc.add(total, amount)
             return
@@ -139,6 +162,10 @@ class Series:
 
     def add_status(self, t0: int, t1: int, status: str) -> None:
         """Count connector-time ``[t0, t1)`` in ``status`` in the open windows it overlaps."""
+        hot = self._hot
+        if hot is not None and self._hot_start <= t0 and t1 <= self._hot_end:
+            hot.count(status, t1 - t0)
+            return
         kind = self.kind
         start = kind.start_of(t0)
         start = max(start, self.cursor)
@@ -146,18 +173,15 @@ class Series:
         while start < t1:
             overlap = min(end, t1) - max(start, t0)
             if overlap > 0:
-                acc = self.acc(start, end)
-                acc.known_ms += overlap
-                if status == CHARGING:
-                    acc.charging_ms += overlap
-                elif status == FAULTED:
-                    acc.faulted_ms += overlap
+                self.acc(start, end).count(status, overlap)
             start, end = end, kind.end_of(end)
 
     def step(self) -> tuple[int, int, WindowAcc | None]:
         """Close the window at the cursor: return its bounds and accumulator; move on."""
         start, end = self.cursor, self.cursor_end
         acc = self.accs.pop(start, None)
+        if acc is not None and acc is self._hot:
+            self._hot = None
         self.cursor, self.cursor_end = end, self.kind.end_of(end)
         return start, end, acc
 
@@ -165,6 +189,7 @@ class Series:
         """Move the cursor to ``start`` over windows that have nothing to report."""
         self.cursor = self.kind.start_of(start)
         self.cursor_end = self.kind.end_of(self.cursor)
+        self._hot = None
 
     def first_acc_start(self) -> int | None:
         """Start of the earliest window with an accumulator."""
@@ -182,3 +207,4 @@ class Series:
         """Replace the state with ``to_json`` data."""
         self.cursor, self.cursor_end = int(data["cursor"]), int(data["cursor_end"])
         self.accs = dict(WindowAcc.from_json(row) for row in data["accs"])
+        self._hot = None
