@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parkwatch.events import KpiRecord
-from parkwatch.settings import ParksSettings
+from parkwatch.settings import ParksSettings, load_settings
 from simulators.faults import Scenario
 from simulators.fleet import FleetSpec
 from tests.kpi.feed import MIN, SHANGHAI, KpiFeed, S, T, simulated_points
@@ -70,6 +71,23 @@ def test_the_emission_factor_comes_from_the_parks_profile() -> None:
     assert feed.fields("1m", T, park="lingang")["co2_kg"] == pytest.approx(10 * 0.5306)
     assert feed.fields("1m", T, park="lingang")["emission_factor_kg_per_kwh"] == 0.5306
     assert feed.fields("1m", T, park="other")["co2_kg"] == pytest.approx(10 * 0.55)
+
+
+def test_the_readmes_parks_configuration_example_configures_the_engine(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- parks-config-example", 1)[1].split("```toml\n", 1)[1]
+    config = tmp_path / "parkwatch.toml"
+    config.write_text(block.split("```", 1)[0], encoding="utf-8")
+    settings = load_settings(config)
+    assert settings.parks.display_name("lingang") == "Lingang New Area"
+    assert settings.parks.profile("lingang").targets.self_sufficiency_pct_min == 40
+    feed = KpiFeed(settings.parks, **settings.kpi.model_dump())
+    for park in ("lingang", "caohejing"):
+        feed.microgrid("mg-1", T, park=park, grid_import_kwh=0)
+        feed.microgrid("mg-1", T + MIN, park=park, grid_import_kwh=100)
+        feed.close_through(T + MIN, park=park)
+    assert feed.fields("1m", T, park="lingang")["co2_kg"] == pytest.approx(100 * 0.5306)
+    assert feed.fields("1m", T, park="caohejing")["co2_kg"] == pytest.approx(100 * 0.55)
 
 
 def test_a_window_closes_only_once_the_clock_has_passed_its_end_plus_lateness() -> None:
