@@ -109,7 +109,10 @@ class Collector:
         self._observers.append(observer)
 
     def observe_outputs(self, observer: Callable[[Output], None]) -> None:
-        """Call ``observer`` with every KPI record and alert transition the engines emit."""
+        """Call ``observer`` with every KPI record and alert transition the engines emit.
+
+        Register before ``run``, which builds the analytics stage (the demo's live view).
+        """
         self._output_observers.append(observer)
 
     async def run(self, stop: asyncio.Event) -> None:

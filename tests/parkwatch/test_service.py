@@ -9,8 +9,13 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+from prometheus_client import CollectorRegistry
 
+from kpi import KpiEngine
+from parkwatch.clock import ParkClocks
 from parkwatch.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
+from parkwatch.service import build_engines
+from parkwatch.settings import load_settings
 from tests.helpers import collector_settings, publish_all, running_collector, until
 
 PER_KIND = 150
@@ -215,3 +220,12 @@ async def test_the_v2_write_path_end_to_end_into_victoriametrics(
     assert len(found) == 30
     assert found[("bess-0", base_ms)] == 50.0
     assert found[("bess-2", base_ms - 29_000)] == 79.0
+
+
+def test_the_kpi_engine_comes_first_and_can_be_switched_off() -> None:
+    engines = build_engines(load_settings(), ParkClocks(), CollectorRegistry())
+    assert isinstance(engines[0], KpiEngine)  # the rules engine reads what it emits
+    switched_off = build_engines(
+        load_settings(kpi={"enabled": False}), ParkClocks(), CollectorRegistry()
+    )
+    assert not any(isinstance(engine, KpiEngine) for engine in switched_off)
