@@ -67,7 +67,6 @@ class KpiEngine:
         clocks: ParkClocks,
         registry: CollectorRegistry,
     ) -> None:
-        self._settings = settings
         self._profiles = parks
         # Windows move only with the clock readings ``advance`` is given; the shared clocks are
         # kept for the Engine contract (engines are built with them).
@@ -76,6 +75,7 @@ class KpiEngine:
         self._max_gap_ms = round(settings.max_gap_s * 1000)
         self._parks: dict[str, ParkKpis] = {}
         self._metrics = _Metrics(registry)
+        self._metrics.tracked.set_function(self.tracked)  # counted when scraped, not per point
 
     # -- the Engine protocol ---------------------------------------------------------------
 
@@ -116,7 +116,6 @@ class KpiEngine:
         if state is None or now_ms <= state.next_due:
             return
         state.close_due(now_ms, emit)
-        self._metrics.tracked.set(self.tracked())
 
     def take(self, record: KpiRecord, emit: Emit) -> None:
         """KPI records of other engines are of no use here."""
@@ -138,7 +137,6 @@ class KpiEngine:
             park = self._new_park(name, 0)
             park.load(state)
             self._parks[name] = park
-        self._metrics.tracked.set(self.tracked())
 
     # -- helpers ---------------------------------------------------------------------------
 

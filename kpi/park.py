@@ -96,12 +96,12 @@ class ParkKpis:
                 continue
             if ts <= track.last_ts:
                 continue  # a duplicate or an older reading: its pair has been counted
-            increase_ = increase(track.value, value)
+            gained = increase(track.value, value)
             amounts = pairs.get(track.last_ts)
             if amounts is None:
-                pairs[track.last_ts] = [(total, increase_)]
+                pairs[track.last_ts] = [(total, gained)]
             else:
-                amounts.append((total, increase_))
+                amounts.append((total, gained))
             track.last_ts, track.value = ts, value
             fresh = True
         for t0, amounts in pairs.items():
