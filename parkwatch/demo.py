@@ -33,7 +33,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kpi.today import TodaySoFar
 from parkwatch.errors import ServerError
+from parkwatch.events import KpiRecord, Output
 from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
 from parkwatch.points import Point
 from parkwatch.service import Collector
@@ -46,6 +48,7 @@ _Server = TypeVar("_Server", Mosquitto, InfluxDB1)
 REFRESH_S: Final = 1.0
 DEBIAN_PACKAGES: Final = {"mosquitto": "mosquitto", "influxd": "influxdb"}
 PLAIN_REPORT_S: Final = 10.0
+PLAIN_WIDTH: Final = 150
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +78,13 @@ class _ParkState:
 
 
 class LiveView:
-    """Latest readings per park, fed by the collector with every validated point."""
+    """Latest readings per park, fed by the collector with every validated point, and today's
+    green KPIs so far, fed with every KPI record the engines emit."""
 
     def __init__(self, collector: Collector) -> None:
         self._collector = collector
         self._parks: dict[str, _ParkState] = defaultdict(_ParkState)
+        self._today = TodaySoFar(collector.settings.parks)
         self._rates: dict[str, float] = {}
         self._previous: dict[str, int] = {}
         self._previous_at = time.monotonic()
@@ -98,6 +103,11 @@ class LiveView:
             state.soc[point.device] = float(fields["soc_pct"])
         elif point.kind == "charger" and "status" in fields:
             state.chargers[point.line.split(" ", 1)[0]] = str(fields["status"])
+
+    def observe_output(self, output: Output) -> None:
+        """Take in one KPI record or alert transition (called by the analytics stage)."""
+        if isinstance(output, KpiRecord):
+            self._today.take(output)
 
     def _update_rates(self) -> None:
         now = time.monotonic()
@@ -125,11 +135,14 @@ class LiveView:
         table = Table(
             title=f"parkwatch demo — simulated time {when if latest else '…'}",
             caption=f"points written {written:.0f} · dead letters {dead:.0f}"
-            f" · unacked {unacked:.0f}",
+            f" · unacked {unacked:.0f}"
+            "\ntoday: the park's closed 1-minute KPI windows since its local midnight",
         )
         for column in ("park", "PV kW", "load kW", "grid import kW", "storage SOC %"):
             table.add_column(column, justify="right" if column != "park" else "left")
         table.add_column("chargers busy/faulted/all", justify="right")
+        for column in ("today self-suff. %", "today tCO2/tce", "today kg CO2"):
+            table.add_column(column, justify="right")
         table.add_column("msgs/s", justify="right")
         for park in sorted(self._parks):
             state = self._parks[park]
@@ -148,6 +161,7 @@ class LiveView:
             )
             faulted = sum(s == "Faulted" for s in statuses)
             soc = f"{sum(state.soc.values()) / len(state.soc):.1f}" if state.soc else "-"
+            today = self._today.fields(park)
             table.add_row(
                 park,
                 _fmt(state.pv_kw),
@@ -155,6 +169,9 @@ class LiveView:
                 _fmt(state.grid_import_kw),
                 soc,
                 f"{busy}/{faulted}/{len(statuses)}",
+                _fmt(today.get("self_sufficiency_pct")),
+                _fmt(today.get("carbon_intensity_t_per_tce"), 2),
+                _fmt(today.get("co2_kg"), 0),
                 f"{self._rates.get(park, 0.0):.1f}",
             )
         return table
@@ -164,8 +181,8 @@ def _number(value: object, default: float | None) -> float | None:
     return float(value) if isinstance(value, int | float) else default
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _port(preferred: int) -> int:
@@ -176,6 +193,11 @@ def _port(preferred: int) -> int:
         except OSError:
             return free_port()
     return preferred
+
+
+def settings_state_dir(options: DemoOptions) -> Path:
+    """Where the demo's collector keeps its KPI and rule state."""
+    return options.workdir / "state"
 
 
 def demo_settings(
@@ -195,6 +217,7 @@ def demo_settings(
         ingest={"max_future_s": 30 * 86400.0, "max_past_s": 3650 * 86400.0},
         spool={"directory": options.workdir / "spool"},
         deadletter={"path": options.workdir / "deadletter.jsonl"},
+        state={"directory": settings_state_dir(options)},
         http={"port": _port(9108)},
     )
 
@@ -296,6 +319,7 @@ async def _run_pipeline(
     service = Collector(settings)
     view = LiveView(service)
     service.observe(view.observe)
+    service.observe_outputs(view.observe_output)
     fleet = default_fleet(list(options.parks) or None)
     start = options.start or datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
     collector_stop = asyncio.Event()
@@ -333,7 +357,13 @@ async def _run_pipeline(
 def run_demo(options: DemoOptions) -> None:
     """Start the servers, run everything until Ctrl-C or the duration, stop everything."""
     console = Console()
+    if not options.live:
+        # Plain output usually goes to a pipe or a log (80 columns): give the table room.
+        console = Console(width=max(console.width, PLAIN_WIDTH))
     options.workdir.mkdir(parents=True, exist_ok=True)
+    # Every run simulates afresh from its start time: the KPI state of an earlier run would
+    # take this run's readings for late or redelivered ones.
+    shutil.rmtree(settings_state_dir(options), ignore_errors=True)
     missing = ensure_servers(console)
     embedded = None
     if options.embedded_broker or "mosquitto" in missing:

@@ -42,10 +42,11 @@ from collector.metrics import Metrics
 from collector.sink import Sink, make_sink
 from collector.spool import Spool
 from collector.writer import Writer
+from kpi import KpiEngine
 from notify.dispatcher import Dispatcher
 from parkwatch.analytics import Analytics, is_derived_ticket
 from parkwatch.clock import ParkClocks
-from parkwatch.events import Engine
+from parkwatch.events import Engine, Output
 from parkwatch.http import HttpServer
 from parkwatch.points import Point
 from parkwatch.selfmetrics import SelfMetrics
@@ -66,6 +67,8 @@ def build_engines(
 ) -> list[Engine]:
     """The stateful engines, in the order they see each point (KPIs first: rules read them)."""
     engines: list[Engine] = []
+    if settings.kpi.enabled:
+        engines.append(KpiEngine(settings.kpi, settings.parks, clocks, registry))
     return engines
 
 
@@ -103,6 +106,7 @@ class Collector:
         self._analytics: Analytics | None = None
         self._dead_file = DeadLetterFile(settings.deadletter)
         self._observers: list[Callable[[Point], None]] = []
+        self._output_observers: list[Callable[[Output], None]] = []
         self.clocks = ParkClocks()
         """Every park's event-time clock, shared by the engines."""
         self.engines: list[Engine] = []
@@ -112,6 +116,13 @@ class Collector:
     def observe(self, observer: Callable[[Point], None]) -> None:
         """Call ``observer`` with every validated point (on the decoder's path: keep it cheap)."""
         self._observers.append(observer)
+
+    def observe_outputs(self, observer: Callable[[Output], None]) -> None:
+        """Call ``observer`` with every KPI record and alert transition the engines emit.
+
+        Register before ``run``, which builds the analytics stage (the demo's live view).
+        """
+        self._output_observers.append(observer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and return."""
@@ -185,7 +196,7 @@ class Collector:
         notify = self.settings.notify
         if notify.enabled and notify.receivers:
             self.dispatcher = Dispatcher(notify, self.metrics.registry, parks=self.settings.parks)
-        return Analytics(
+        analytics = Analytics(
             self.settings.state,
             self.engines,
             self.clocks,
@@ -193,6 +204,9 @@ class Collector:
             listening=self.connected.is_set,
             notify=self.dispatcher.submit if self.dispatcher is not None else None,
         )
+        for observer in self._output_observers:
+            analytics.observe(observer)
+        return analytics
 
     def _settle(self, tickets: Iterable[int]) -> None:
         """Safe points: MQTT messages are acked, derived points leave the analytics outbox."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from parkwatch.demo import LiveView
+from parkwatch.events import KpiRecord
+from parkwatch.points import Point
 from parkwatch.service import Collector
 from parkwatch.settings import load_settings
 
@@ -59,6 +62,10 @@ def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Pat
     assert "lingang" in output
     assert (workdir / "influxdb").is_dir()
     assert processes_mentioning(str(workdir)) == []
+    # The parks' green KPIs so far today, from the KPI engine's closed minutes.
+    today = column(output, "today kg CO2")
+    assert set(today) == {"caohejing", "lingang"}
+    assert all(float(value.replace(",", "")) > 0 for value in today.values()), today
 
 
 @pytest.mark.servers
@@ -70,6 +77,39 @@ def test_demo_runs_on_the_embedded_broker_where_mosquitto_is_missing(tmp_path: P
     assert written >= acked > 0
     assert not (workdir / "mosquitto").exists()  # the embedded broker served MQTT
     assert processes_mentioning(str(workdir)) == []
+
+
+def column(output: str, header: str) -> dict[str, str]:
+    """The cells of column ``header`` in the last table printed, by park."""
+    lines = output.splitlines()
+    top = max(i for i, line in enumerate(lines) if header in line)
+    index = [cell.strip() for cell in lines[top].split("┃")].index(header)
+    cells: dict[str, str] = {}
+    for line in lines[top + 1 :]:
+        if line.startswith("└"):
+            break
+        if line.startswith("│"):
+            row = [cell.strip() for cell in line.split("│")]
+            cells[row[1]] = row[index]
+    return cells
+
+
+def test_the_live_view_shows_todays_green_kpis() -> None:
+    """Two closed minutes of one park: pv 8, export 1, load 20, import 14 kWh."""
+    view = LiveView(Collector(load_settings()))
+    start = round(datetime(2025, 6, 21, tzinfo=UTC).timestamp() * 1000)
+    view.observe(Point("lingang", "microgrid", "mg-01", start, {"pv_kw": 1.0}, "", 0))
+    for offset, fields in (
+        (0, {"pv_kwh": 6.0, "load_kwh": 12.0, "grid_import_kwh": 8.0, "grid_export_kwh": 1.0}),
+        (60_000, {"pv_kwh": 2.0, "load_kwh": 8.0, "grid_import_kwh": 6.0, "grid_export_kwh": 0.0}),
+    ):
+        view.observe_output(KpiRecord("lingang", "1m", start + offset, start + offset, fields))
+    console = Console(width=200, record=True)
+    console.print(view.table())
+    text = console.export_text()
+    assert column(text, "today self-suff. %") == {"lingang": f"{100 * 7 / 20:.1f}"}
+    assert column(text, "today tCO2/tce") == {"lingang": f"{14 * 0.55 / (20 * 0.1229):.2f}"}
+    assert column(text, "today kg CO2") == {"lingang": f"{14 * 0.55:.0f}"}
 
 
 def processes_mentioning(text: str) -> list[str]:
