@@ -396,10 +396,18 @@ class InfluxDB1(LocalServer):
 
     name = "influxd"
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        data_options: Mapping[str, int | str] | None = None,
+    ) -> None:
         super().__init__(workdir, port=port)
         self.rpc_port = free_port()  # backup/restore RPC; would default to the shared :8088
         self.config_path = self.workdir / "influxdb.conf"
+        self.data_options = dict(data_options or {})
+        """Extra ``[data]`` settings, e.g. ``{"max-values-per-tag": 50}`` to reach a limit."""
 
     @property
     def url(self) -> str:
@@ -408,6 +416,9 @@ class InfluxDB1(LocalServer):
 
     def _prepare(self) -> None:
         meta, data, wal = (self.workdir / name for name in ("meta", "data", "wal"))
+        extra = "".join(
+            f"  {key} = {_toml_value(value)}\n" for key, value in self.data_options.items()
+        )
         # Services not listed (graphite, collectd, opentsdb, udp) are disabled by default.
         self.config_path.write_text(f"""\
 reporting-enabled = false
@@ -422,7 +433,7 @@ bind-address = "{self.host}:{self.rpc_port}"
   wal-dir = "{wal}"
   wal-fsync-delay = "0s"
   query-log-enabled = false
-
+{extra}
 [monitor]
   store-enabled = false
 
@@ -481,6 +492,11 @@ bind-address = "{self.host}:{self.rpc_port}"
                 rows += [{**dict(zip(series["columns"], values, strict=True)), **tags}
                          for values in series.get("values", [])]  # fmt: skip
         return rows
+
+
+def _toml_value(value: int | str) -> str:
+    """An influxdb.conf (TOML) value: integers bare, strings quoted."""
+    return str(value) if isinstance(value, int) else json.dumps(value)
 
 
 def _ident(name: str) -> str:
