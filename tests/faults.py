@@ -15,6 +15,7 @@ with deadlines (:func:`wait_until`), never sleep and hope.
 * :func:`numbered_message` builds message ``i``: a unique timestamp per ``i``, so a redelivered
   message overwrites its own point and InfluxDB holds each number at most once.
 * :func:`influx_seqs` reads the numbers back, window by window (no row limit can truncate it).
+* :func:`small_disk` mounts a small tmpfs, a real filesystem that fills up (ENOSPC).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -51,6 +53,7 @@ __all__ = [
     "CollectorProcess",
     "Publisher",
     "SpooledRecord",
+    "fill_disk",
     "influx_count",
     "influx_seqs",
     "numbered_message",
@@ -59,6 +62,7 @@ __all__ = [
     "read_spool",
     "scaled",
     "seqs_of_lines",
+    "small_disk",
     "wait_until",
 ]
 
@@ -209,6 +213,42 @@ def read_spool(directory: Path) -> list[SpooledRecord]:
         ]
 
     return asyncio.run(read())
+
+
+# -- a disk that fills up ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``, e.g. ``"1m"``) at ``path`` for the block.
+
+    Skips the test when mounting is not permitted (it needs root or CAP_SYS_ADMIN).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs (needs root): {mount.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        # Lazy: a child the test could not stop may still hold a file open in it.
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_disk(path: Path) -> int:
+    """Write ``path`` until its filesystem is full; return the bytes it took."""
+    written = 0
+    with path.open("wb", buffering=0) as f:
+        chunk = bytes(4096)
+        with contextlib.suppress(OSError):
+            while True:
+                written += f.write(chunk)
+    return written
 
 
 # -- the collector process --------------------------------------------------------------------
