@@ -8,16 +8,24 @@ Three kinds of task, all owned by the service's TaskGroup:
   and back-pressure reaches the MQTT reader (nothing is dropped).
 * ``run_worker`` (``max_concurrent_writes`` of them) delivers a batch: written with retries
   (jittered exponential backoff, ``Retry-After`` honoured), or appended to the spool once retries
-  are exhausted or while the spool still holds older data (keeping order). A batch the database
-  refuses (HTTP 400) is bisected until the bad lines are isolated; those are dead-lettered and
-  the good ones written. Only then are the batch's messages acked.
-* ``run_replayer`` drains the spool into the database, oldest first, retrying until it succeeds.
+  are exhausted or while the spool still holds older data (keeping order). Lines the database
+  is known to refuse (collector/refusals.py) are dead-lettered before the write; a batch the
+  database refuses (HTTP 400) teaches the writer what it refuses and is bisected until the bad
+  lines are isolated; those are dead-lettered and the good ones written. Only then are the
+  batch's messages acked.
+* ``run_replayer`` drains the spool into the database, oldest first, retrying until it succeeds;
+  a failing disk (a read, or the cursor on a full disk) is retried, never fatal.
 
-When the spool is full, a batch that does not fit is held and retried against the database
-until it is written; nothing is acked meanwhile, so back-pressure reaches the broker.
+When the spool refuses a batch (full, or its disk failing, e.g. ENOSPC), the batch is held and
+retried against the database until it is written; nothing is acked meanwhile, so back-pressure
+reaches the broker. Each held batch counts: health is degraded while any is held.
 
 Without a spool the worker retries until the database is back, acking nothing meanwhile: the
 broker keeps the messages of our persistent session.
+
+Failures are loud but not a flood: the first failed write is logged, then one line per
+``failure_log_interval_s`` with counts, and ``write_failure`` (health) says for how long writes
+have been failing.
 """
 
 from __future__ import annotations
@@ -39,15 +47,29 @@ from tenacity import (
 
 from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
+from collector.refusals import RefusalMemory, Refused, refusal_of, series_key
 from collector.sink import Sink
 from collector.spool import Spool
-from parkwatch.errors import SinkRejected, SinkUnavailable, SpoolFull
+from parkwatch.errors import SinkMissing, SinkRejected, SinkUnavailable, SpoolError, SpoolFull
 from parkwatch.points import NO_TICKET, Point
 from parkwatch.settings import WriterSettings
 
-__all__ = ["Batch", "Writer"]
+__all__ = ["SERIES_LIMIT_HINT", "Batch", "Writer"]
 
 log = logging.getLogger(__name__)
+
+SERIES_LIMIT_HINT = (
+    "InfluxDB refuses new series: its max-series-per-database or max-values-per-tag limit is "
+    "reached ([data] in influxdb.conf; InfluxDB 1.6 defaults 1000000 and 100000, 0 disables). "
+    "Raise the limit or drop series no longer needed; until then new devices are dead-lettered "
+    "as series_limit"
+)
+
+_MISSING_HINTS = {
+    "database": "it is created again when influx.create_database is on; else create it",
+    "bucket": "create the bucket",
+    "retention policy": "create it (CREATE RETENTION POLICY) or fix influx.retention_policy",
+}
 
 
 @dataclass(slots=True)
@@ -64,6 +86,25 @@ class Batch:
 def _body(points: Sequence[Point]) -> bytes:
     """The write body for ``points``: their lines, newline-separated."""
     return "\n".join(point.line for point in points).encode()
+
+
+class _Throttle:
+    """Lets a repeated log line through once per interval; counts the occurrences in between."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval = interval_s
+        self._next = 0.0
+        self._held_back = 0
+
+    def due(self) -> int | None:
+        """The occurrences held back since the last one let through, if this one may pass."""
+        now = time.monotonic()
+        if now < self._next:
+            self._held_back += 1
+            return None
+        self._next = now + self._interval
+        held_back, self._held_back = self._held_back, 0
+        return held_back
 
 
 class Writer:
@@ -86,9 +127,23 @@ class Writer:
         self._dead = dead_letters
         self._spool = spool
         self._flush_now = asyncio.Event()
-        self._spool_full = False
+        self._held = 0  # batches the spool refused, held unacked until the database takes them
+        self._spool_error = ""
+        self._failing_since: float | None = None  # monotonic time of the first failed write
+        self._failure = ""
+        self._failed_attempts = 0
+        self._refusals = RefusalMemory()
+        interval = settings.failure_log_interval_s
+        self._write_log = _Throttle(interval)
+        self._spool_log = _Throttle(interval)
+        self._replay_log = _Throttle(interval)
+        self._refusal_logs = {reason: _Throttle(interval) for reason in Reason.ALL}
         self._waiting: asyncio.Timeout | None = None
         self.batches: asyncio.Queue[Batch] = asyncio.Queue(settings.max_concurrent_writes)
+        metrics.writes_failing.set_function(self._failing_seconds)
+        if spool is not None:  # read at every scrape: right from the start, never stale
+            metrics.spool_bytes.set_function(lambda: spool.stats.bytes)
+            metrics.spool_segments.set_function(lambda: spool.stats.segments)
 
     # -- batching --------------------------------------------------------------------------
 
@@ -144,7 +199,7 @@ class Writer:
         bad_tickets = {point.ticket for point, _ in rejected}
         self._settle(point.ticket for point in batch.points if point.ticket not in bad_tickets)
 
-    async def _write_or_spool(self, batch: Batch) -> tuple[list[tuple[Point, str]], bool]:
+    async def _write_or_spool(self, batch: Batch) -> tuple[list[tuple[Point, Refused]], bool]:
         """Write the batch, or spool it; return the rejected points and whether it was spooled."""
         spool = self._spool
         if spool is not None and not spool.empty():
@@ -160,48 +215,66 @@ class Writer:
             log.warning("database unavailable, spooling %d lines: %s", len(batch.points), exc)
             return await self._spool_or_hold(batch)
 
-    async def _spool_or_hold(self, batch: Batch) -> tuple[list[tuple[Point, str]], bool]:
-        """Spool the batch; if the spool is full, hold it and retry the database until it
-        takes the batch. Holding acks nothing, so the workers block, the queues fill and the
-        broker keeps every later message: the documented policy, never a drop. (Waiting for
-        spool space instead could wait forever: a batch may be larger than the whole spool.)"""
+    async def _spool_or_hold(self, batch: Batch) -> tuple[list[tuple[Point, Refused]], bool]:
+        """Spool the batch; if the spool refuses it (full, or its disk failing), hold it and
+        retry the database until it takes the batch. Holding acks nothing, so the workers block,
+        the queues fill and the broker keeps every later message: the documented policy, never
+        a drop. (Waiting for spool space instead could wait forever: a batch may be larger than
+        the whole spool, and a full disk may stay full.)"""
         assert self._spool is not None
         body = batch.body()
         try:
             await self._spool.append(body)
-        except SpoolFull:
-            if not self._metrics_spool_full(True):
-                log.error(  # noqa: TRY400 - an expected state, a traceback would be noise
-                    "spool full (%d bytes pending, batch of %d bytes): not acking until the "
-                    "database takes the data; the broker holds new messages",
-                    self._spool.stats.bytes,
-                    len(body),
-                )
-            rejected = await self._write_isolating(batch.points, None)
-            self._metrics_spool_full(False)
-            return rejected, False
-        self._metrics_spool_full(False)
+        except SpoolError as exc:
+            return await self._hold(batch, len(body), exc), False
         self._metrics.spooled_batches.inc()
-        self._update_spool_gauges()
         return [], True
 
-    def _metrics_spool_full(self, full: bool) -> bool:
-        """Set the spool-full gauge; return whether it was already set."""
-        was = self._spool_full
-        self._spool_full = full
-        self._metrics.spool_full.set(1 if full else 0)
-        return was
-
-    def _update_spool_gauges(self) -> None:
-        if self._spool is not None:
-            stats = self._spool.stats
-            self._metrics.spool_bytes.set(stats.bytes)
-            self._metrics.spool_segments.set(stats.segments)
+    async def _hold(self, batch: Batch, size: int, exc: SpoolError) -> list[tuple[Point, Refused]]:
+        assert self._spool is not None
+        if not isinstance(exc, SpoolFull):
+            self._metrics.spool_errors.labels("append").inc()
+        self._held += 1
+        self._metrics.spool_full.set(1)
+        self._spool_error = (
+            "full: not acking" if isinstance(exc, SpoolFull) else f"failing: not acking: {exc}"
+        )
+        if self._spool_log.due() is not None:
+            what = "spool full" if isinstance(exc, SpoolFull) else f"spool failing ({exc})"
+            log.error(
+                "%s (%d bytes pending, batch of %d bytes): not acking until the database "
+                "takes the data; the broker holds new messages",
+                what,
+                self._spool.stats.bytes,
+                size,
+            )
+        try:
+            return await self._write_isolating(batch.points, None)
+        finally:
+            self._held -= 1
+            if not self._held:
+                self._metrics.spool_full.set(0)
 
     @property
     def spool_full(self) -> bool:
-        """Whether the spool refused data (health is degraded then)."""
-        return self._spool_full
+        """Whether a batch is held because the spool refused it (health is degraded then)."""
+        return self._held > 0
+
+    @property
+    def spool_problem(self) -> str | None:
+        """Why batches are held unacked (spool full or failing), or None while none is."""
+        return self._spool_error if self._held else None
+
+    @property
+    def write_failure(self) -> str | None:
+        """For how long and why writes to the database fail, or None while they succeed."""
+        if self._failing_since is None:
+            return None
+        return f"writes failing for {self._failing_seconds():.0f} s: {self._failure}"
+
+    def _failing_seconds(self) -> float:
+        since = self._failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     # -- writing with retries and bad-line isolation ----------------------------------------
 
@@ -225,80 +298,205 @@ class Writer:
             stop=stop_never if attempts is None else stop_after_attempt(attempts),
             wait=wait,
             retry=retry_if_exception_type(SinkUnavailable),
-            before_sleep=self._count_unavailable,
             reraise=True,
         )
-
-    def _count_unavailable(self, state: RetryCallState) -> None:
-        self._metrics.write_errors.labels("unavailable").inc()
-        self._metrics.sink_up.set(0)
 
     async def _write(self, body: bytes, lines: int, retrying: AsyncRetrying) -> None:
         async for attempt in retrying:
             with attempt:
                 started = time.perf_counter()
-                await self._sink.write(body)
+                self._metrics.write_requests.inc()
+                try:
+                    await self._sink.write(body)
+                except SinkUnavailable as exc:
+                    self._write_failed(exc)
+                    raise
+                except SinkRejected:
+                    self._write_answered()  # the database answered: it is up
+                    raise
                 self._metrics.write_seconds.observe(time.perf_counter() - started)
                 self._metrics.batch_lines.observe(lines)
-                self._metrics.sink_up.set(1)
+                self._write_answered()
+
+    def _write_failed(self, exc: SinkUnavailable) -> None:
+        """Count a failed write; log the first of a streak, then once per interval."""
+        kind = "unavailable"
+        if isinstance(exc, SinkMissing):
+            missing = "retention_policy" if exc.what == "retention policy" else "database"
+            kind = f"{missing}_not_found"
+        self._metrics.write_errors.labels(kind).inc()
+        self._metrics.sink_up.set(0)
+        self._failed_attempts += 1
+        self._failure = str(exc)
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            self._write_log = _Throttle(self._settings.failure_log_interval_s)
+        if self._write_log.due() is None:
+            return
+        hint = f"; {_MISSING_HINTS[exc.what]}" if isinstance(exc, SinkMissing) else ""
+        spooled = (
+            f"; the spool holds {self._spool.stats.bytes} bytes"
+            if self._spool is not None
+            else "; nothing is acked meanwhile"
+        )
+        log.log(
+            # A missing target needs an operator; an outage usually passes by itself.
+            logging.ERROR if isinstance(exc, SinkMissing) else logging.WARNING,
+            "writes to %s failing for %.0f s (%d attempts): %s%s%s",
+            self._sink.name,
+            self._failing_seconds(),
+            self._failed_attempts,
+            exc,
+            hint,
+            spooled,
+        )
+
+    def _write_answered(self) -> None:
+        self._metrics.sink_up.set(1)
+        if self._failing_since is not None:
+            log.info(
+                "writes to %s succeed again after %.0f s (%d failed attempts)",
+                self._sink.name,
+                self._failing_seconds(),
+                self._failed_attempts,
+            )
+            self._failing_since = None
+            self._failed_attempts = 0
+
+    def _screen(self, points: Sequence[Point]) -> tuple[list[tuple[Point, Refused]], list[Point]]:
+        """Split ``points`` into those the database is known to refuse, and the others."""
+        if not self._refusals:
+            return [], list(points)
+        rejected: list[tuple[Point, Refused]] = []
+        pending: list[Point] = []
+        for point in points:
+            refused = self._refusals.screen(point.line)
+            if refused is None:
+                pending.append(point)
+            else:
+                rejected.append((point, refused))
+        return rejected, pending
 
     async def _write_isolating(
         self, points: Sequence[Point], attempts: int | None = -1
-    ) -> list[tuple[Point, str]]:
-        """Write ``points``; on a rejection, bisect; return the rejected points with the reason.
+    ) -> list[tuple[Point, Refused]]:
+        """Write ``points``; on a rejection, learn and bisect; return the rejected points.
 
-        ``attempts`` as for ``_retrying``, and the same for every half: a caller that retries
-        forever must not see ``SinkUnavailable`` because the database went away mid-bisect.
+        Lines known to be refused are taken out first. A refusal that teaches a field type takes
+        out every line that conflicts with it and writes the rest again; a request the database
+        refused entirely (``dropped`` = its size) needs no bisecting; otherwise the halves go
+        through the same. ``attempts`` as for ``_retrying``, and the same for every half: a
+        caller that retries forever must not see ``SinkUnavailable`` because the database went
+        away mid-bisect.
         """
-        try:
-            await self._write(_body(points), len(points), self._retrying(attempts))
-        except SinkRejected as exc:
-            self._metrics.write_errors.labels("rejected").inc()
-            self._metrics.sink_up.set(1)  # the database answered: it is up
-            if len(points) == 1:
-                return [(points[0], str(exc))]
-            middle = len(points) // 2
-            # Bisecting re-sends lines a partial write may have stored: harmless, same points.
-            left = await self._write_isolating(points[:middle], attempts)
-            right = await self._write_isolating(points[middle:], attempts)
-            return left + right
-        return []
+        rejected, pending = self._screen(points)
+        while pending:
+            try:
+                await self._write(_body(pending), len(pending), self._retrying(attempts))
+            except SinkRejected as exc:
+                self._metrics.write_errors.labels("rejected").inc()
+                refused = refusal_of(exc)
+                if exc.conflict is not None and self._refusals.learn_conflict(exc.conflict):
+                    known, rest = self._screen(pending)
+                    if known:
+                        rejected += known
+                        pending = rest
+                        continue
+                if len(pending) == 1 or (exc.dropped is not None and exc.dropped >= len(pending)):
+                    if exc.limit is not None and len({series_key(p.line) for p in pending}) == 1:
+                        # One series, refused by a limit: remember it (with several series,
+                        # another reason could have refused some, and blame a series that is
+                        # fine).
+                        self._refusals.learn_refused_series(pending[0].line, exc.limit)
+                    return rejected + [(point, refused) for point in pending]
+                middle = len(pending) // 2
+                # Bisecting re-sends lines a partial write may have stored: harmless, same points.
+                left = await self._write_isolating(pending[:middle], attempts)
+                right = await self._write_isolating(pending[middle:], attempts)
+                return rejected + left + right
+            return rejected
+        return rejected
 
-    async def _dead_letter(self, rejected: list[tuple[Point, str]]) -> None:
-        for point, reason in rejected:
-            log.warning("database rejected a line: %s", reason)
+    async def _dead_letter(self, rejected: list[tuple[Point, Refused]]) -> None:
+        by_reason: dict[str, list[Refused]] = {}
+        for point, refused in rejected:
+            by_reason.setdefault(refused.reason, []).append(refused)
             topic = f"{point.park}/{point.kind}/{point.device}"
             await self._dead.put(
                 DeadLetter(
                     topic,
                     point.line.encode(),
-                    Reason.REJECTED_BY_SINK,
-                    reason,
+                    refused.reason,
+                    refused.detail,
                     time.time(),
                     point.ticket,
                 )
+            )
+        for reason, refusals in by_reason.items():
+            held_back = self._refusal_logs[reason].due()
+            if held_back is None:
+                continue
+            hint = f" ({SERIES_LIMIT_HINT})" if reason == Reason.SERIES_LIMIT else ""
+            log.warning(
+                "the database refuses %d lines, dead-lettered as %s (%d such batches not logged "
+                "before): %s%s",
+                len(refusals),
+                reason,
+                held_back,
+                refusals[0].detail,
+                hint,
             )
 
     # -- spool replay ----------------------------------------------------------------------
 
     async def run_replayer(self) -> None:
-        """Drain the spool into the database, oldest batch first, until cancelled."""
+        """Drain the spool into the database, oldest batch first, until cancelled.
+
+        A disk error is logged (once per interval), counted and retried with backoff: the
+        records stay in the spool, and a cursor the disk refused is kept in memory.
+        """
         spool = self._spool
         if spool is None:
             return
-        while True:
-            await spool.wait_not_empty()
+        failures = 0
+        while spool.is_open:
+            try:
+                await self._replay_next(spool)
+            except SpoolError as exc:
+                if not spool.is_open:
+                    return  # closed at shutdown
+                failures += 1
+                if self._replay_log.due() is not None:
+                    log.error("spool replay failing, will retry: %s", exc)  # noqa: TRY400
+                await asyncio.sleep(
+                    min(self._settings.retry_max_s, self._settings.retry_initial_s * 2**failures)
+                )
+            else:
+                failures = 0
+
+    async def _replay_next(self, spool: Spool) -> None:
+        await spool.wait_not_empty()
+        try:
             records = await spool.read(1)
-            if not records:
-                continue
-            record = records[0]
-            points = [_replayed_point(line) for line in record.payload.split(b"\n") if line]
-            rejected = await self._write_isolating(points, None)
-            await self._dead_letter(rejected)
-            await spool.commit(record.position)
-            self._metrics.replayed_points.inc(len(points) - len(rejected))
-            self._metrics.points_written.inc(len(points) - len(rejected))
-            self._update_spool_gauges()
+        except SpoolError:
+            if spool.is_open:
+                self._metrics.spool_errors.labels("read").inc()
+            raise
+        if not records:
+            return
+        record = records[0]
+        points = [_replayed_point(line) for line in record.payload.split(b"\n") if line]
+        rejected = await self._write_isolating(points, None)
+        await self._dead_letter(rejected)
+        try:
+            durable = await spool.commit(record.position)
+        except SpoolError:
+            self._metrics.spool_errors.labels("commit").inc()
+            raise
+        if not durable:  # consumed all the same; the spool writes the cursor when it can
+            self._metrics.spool_errors.labels("commit").inc()
+        self._metrics.replayed_points.inc(len(points) - len(rejected))
+        self._metrics.points_written.inc(len(points) - len(rejected))
 
 
 def _replayed_point(line: bytes) -> Point:
