@@ -7,12 +7,10 @@ Three kinds of task, all owned by the service's TaskGroup:
   ``max_concurrent_writes`` batches; when it is full the batcher blocks, the point queue fills,
   and back-pressure reaches the MQTT reader (nothing is dropped).
 * ``run_worker`` (``max_concurrent_writes`` of them) delivers a batch: written with retries
-  (jittered exponential backoff, ``Retry-After`` honoured), or appended to the spool once retries
-  are exhausted or while the spool still holds older data (keeping order). Lines the database
-  is known to refuse (collector/refusals.py) are dead-lettered before the write; a batch the
-  database refuses (HTTP 400) teaches the writer what it refuses and is bisected until the bad
-  lines are isolated; those are dead-lettered and the good ones written. Only then are the
-  batch's messages acked.
+  (collector/sinkwriter.py), or appended to the spool once retries are exhausted or while the
+  spool still holds older data (keeping order). Lines the database refuses (known before the
+  write, or isolated by bisecting a refused batch) are dead-lettered and the good ones written.
+  Only then are the batch's messages acked.
 * ``run_replayer`` drains the spool into the database, oldest first, retrying until it succeeds;
   a failing disk (a read, or the cursor on a full disk) is retried, never fatal.
 
@@ -23,9 +21,8 @@ reaches the broker. Each held batch counts: health is degraded while any is held
 Without a spool the worker retries until the database is back, acking nothing meanwhile: the
 broker keeps the messages of our persistent session.
 
-Failures are loud but not a flood: the first failed write is logged, then one line per
-``failure_log_interval_s`` with counts, and ``write_failure`` (health) says for how long writes
-have been failing.
+Refusals and spool failures are logged once per ``failure_log_interval_s`` with counts, not once
+per line or batch; a cardinality limit comes with an operator hint.
 """
 
 from __future__ import annotations
@@ -33,24 +30,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_never,
-    wait_random_exponential,
-)
 
 from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
-from collector.refusals import RefusalMemory, Refused, refusal_of, series_key
+from collector.refusals import Refused
 from collector.sink import Sink
+from collector.sinkwriter import Rejected, SinkWriter, Throttle, body
 from collector.spool import Spool
-from parkwatch.errors import SinkMissing, SinkRejected, SinkUnavailable, SpoolError, SpoolFull
+from parkwatch.errors import SinkUnavailable, SpoolError, SpoolFull
 from parkwatch.points import NO_TICKET, Point
 from parkwatch.settings import WriterSettings
 
@@ -65,12 +54,6 @@ SERIES_LIMIT_HINT = (
     "as series_limit"
 )
 
-_MISSING_HINTS = {
-    "database": "it is created again when influx.create_database is on; else create it",
-    "bucket": "create the bucket",
-    "retention policy": "create it (CREATE RETENTION POLICY) or fix influx.retention_policy",
-}
-
 
 @dataclass(slots=True)
 class Batch:
@@ -80,31 +63,7 @@ class Batch:
 
     def body(self) -> bytes:
         """Line protocol, one point per line."""
-        return _body(self.points)
-
-
-def _body(points: Sequence[Point]) -> bytes:
-    """The write body for ``points``: their lines, newline-separated."""
-    return "\n".join(point.line for point in points).encode()
-
-
-class _Throttle:
-    """Lets a repeated log line through once per interval; counts the occurrences in between."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval = interval_s
-        self._next = 0.0
-        self._held_back = 0
-
-    def due(self) -> int | None:
-        """The occurrences held back since the last one let through, if this one may pass."""
-        now = time.monotonic()
-        if now < self._next:
-            self._held_back += 1
-            return None
-        self._next = now + self._interval
-        held_back, self._held_back = self._held_back, 0
-        return held_back
+        return body(self.points)
 
 
 class Writer:
@@ -121,7 +80,6 @@ class Writer:
         spool: Spool | None = None,
     ) -> None:
         self._settings = settings
-        self._sink = sink
         self._metrics = metrics
         self._settle = settle
         self._dead = dead_letters
@@ -129,18 +87,13 @@ class Writer:
         self._flush_now = asyncio.Event()
         self._held = 0  # batches the spool refused, held unacked until the database takes them
         self._spool_error = ""
-        self._failing_since: float | None = None  # monotonic time of the first failed write
-        self._failure = ""
-        self._failed_attempts = 0
-        self._refusals = RefusalMemory()
+        self._sink_writer = SinkWriter(settings, sink, metrics, spool)
         interval = settings.failure_log_interval_s
-        self._write_log = _Throttle(interval)
-        self._spool_log = _Throttle(interval)
-        self._replay_log = _Throttle(interval)
-        self._refusal_logs = {reason: _Throttle(interval) for reason in Reason.ALL}
+        self._spool_log = Throttle(interval)
+        self._replay_log = Throttle(interval)
+        self._refusal_logs = {reason: Throttle(interval) for reason in Reason.ALL}
         self._waiting: asyncio.Timeout | None = None
         self.batches: asyncio.Queue[Batch] = asyncio.Queue(settings.max_concurrent_writes)
-        metrics.writes_failing.set_function(self._failing_seconds)
         if spool is not None:  # read at every scrape: right from the start, never stale
             metrics.spool_bytes.set_function(lambda: spool.stats.bytes)
             metrics.spool_segments.set_function(lambda: spool.stats.segments)
@@ -199,23 +152,23 @@ class Writer:
         bad_tickets = {point.ticket for point, _ in rejected}
         self._settle(point.ticket for point in batch.points if point.ticket not in bad_tickets)
 
-    async def _write_or_spool(self, batch: Batch) -> tuple[list[tuple[Point, Refused]], bool]:
+    async def _write_or_spool(self, batch: Batch) -> tuple[Rejected, bool]:
         """Write the batch, or spool it; return the rejected points and whether it was spooled."""
         spool = self._spool
         if spool is not None and not spool.empty():
             # Older data waits in the spool: queue behind it so each series stays in order.
             return await self._spool_or_hold(batch)
         try:
-            return await self._write_isolating(batch.points), False
+            return await self._sink_writer.write_isolating(batch.points), False
         except SinkUnavailable as exc:
             if spool is None:
                 # No spool: retry until the database is back; nothing is acked meanwhile, so
                 # the broker keeps holding the data.
-                return await self._write_isolating(batch.points, None), False
+                return await self._sink_writer.write_isolating(batch.points, None), False
             log.warning("database unavailable, spooling %d lines: %s", len(batch.points), exc)
             return await self._spool_or_hold(batch)
 
-    async def _spool_or_hold(self, batch: Batch) -> tuple[list[tuple[Point, Refused]], bool]:
+    async def _spool_or_hold(self, batch: Batch) -> tuple[Rejected, bool]:
         """Spool the batch; if the spool refuses it (full, or its disk failing), hold it and
         retry the database until it takes the batch. Holding acks nothing, so the workers block,
         the queues fill and the broker keeps every later message: the documented policy, never
@@ -230,7 +183,7 @@ class Writer:
         self._metrics.spooled_batches.inc()
         return [], True
 
-    async def _hold(self, batch: Batch, size: int, exc: SpoolError) -> list[tuple[Point, Refused]]:
+    async def _hold(self, batch: Batch, size: int, exc: SpoolError) -> Rejected:
         assert self._spool is not None
         if not isinstance(exc, SpoolFull):
             self._metrics.spool_errors.labels("append").inc()
@@ -249,7 +202,7 @@ class Writer:
                 size,
             )
         try:
-            return await self._write_isolating(batch.points, None)
+            return await self._sink_writer.write_isolating(batch.points, None)
         finally:
             self._held -= 1
             if not self._held:
@@ -268,156 +221,11 @@ class Writer:
     @property
     def write_failure(self) -> str | None:
         """For how long and why writes to the database fail, or None while they succeed."""
-        if self._failing_since is None:
-            return None
-        return f"writes failing for {self._failing_seconds():.0f} s: {self._failure}"
+        return self._sink_writer.write_failure
 
-    def _failing_seconds(self) -> float:
-        since = self._failing_since
-        return 0.0 if since is None else time.monotonic() - since
+    # -- dead letters ----------------------------------------------------------------------
 
-    # -- writing with retries and bad-line isolation ----------------------------------------
-
-    def _retrying(self, attempts: int | None = -1) -> AsyncRetrying:
-        """Retries for ``SinkUnavailable``; ``attempts=None`` retries forever."""
-        settings = self._settings
-        backoff = wait_random_exponential(
-            multiplier=settings.retry_initial_s, max=settings.retry_max_s
-        )
-
-        def wait(state: RetryCallState) -> float:
-            outcome = state.outcome
-            error = outcome.exception() if outcome is not None else None
-            if isinstance(error, SinkUnavailable) and error.retry_after is not None:
-                return min(error.retry_after, settings.retry_max_s * 12)
-            return float(backoff(state))
-
-        if attempts == -1:
-            attempts = settings.retry_max_attempts
-        return AsyncRetrying(
-            stop=stop_never if attempts is None else stop_after_attempt(attempts),
-            wait=wait,
-            retry=retry_if_exception_type(SinkUnavailable),
-            reraise=True,
-        )
-
-    async def _write(self, body: bytes, lines: int, retrying: AsyncRetrying) -> None:
-        async for attempt in retrying:
-            with attempt:
-                started = time.perf_counter()
-                self._metrics.write_requests.inc()
-                try:
-                    await self._sink.write(body)
-                except SinkUnavailable as exc:
-                    self._write_failed(exc)
-                    raise
-                except SinkRejected:
-                    self._write_answered()  # the database answered: it is up
-                    raise
-                self._metrics.write_seconds.observe(time.perf_counter() - started)
-                self._metrics.batch_lines.observe(lines)
-                self._write_answered()
-
-    def _write_failed(self, exc: SinkUnavailable) -> None:
-        """Count a failed write; log the first of a streak, then once per interval."""
-        kind = "unavailable"
-        if isinstance(exc, SinkMissing):
-            missing = "retention_policy" if exc.what == "retention policy" else "database"
-            kind = f"{missing}_not_found"
-        self._metrics.write_errors.labels(kind).inc()
-        self._metrics.sink_up.set(0)
-        self._failed_attempts += 1
-        self._failure = str(exc)
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            self._write_log = _Throttle(self._settings.failure_log_interval_s)
-        if self._write_log.due() is None:
-            return
-        hint = f"; {_MISSING_HINTS[exc.what]}" if isinstance(exc, SinkMissing) else ""
-        spooled = (
-            f"; the spool holds {self._spool.stats.bytes} bytes"
-            if self._spool is not None
-            else "; nothing is acked meanwhile"
-        )
-        log.log(
-            # A missing target needs an operator; an outage usually passes by itself.
-            logging.ERROR if isinstance(exc, SinkMissing) else logging.WARNING,
-            "writes to %s failing for %.0f s (%d attempts): %s%s%s",
-            self._sink.name,
-            self._failing_seconds(),
-            self._failed_attempts,
-            exc,
-            hint,
-            spooled,
-        )
-
-    def _write_answered(self) -> None:
-        self._metrics.sink_up.set(1)
-        if self._failing_since is not None:
-            log.info(
-                "writes to %s succeed again after %.0f s (%d failed attempts)",
-                self._sink.name,
-                self._failing_seconds(),
-                self._failed_attempts,
-            )
-            self._failing_since = None
-            self._failed_attempts = 0
-
-    def _screen(self, points: Sequence[Point]) -> tuple[list[tuple[Point, Refused]], list[Point]]:
-        """Split ``points`` into those the database is known to refuse, and the others."""
-        if not self._refusals:
-            return [], list(points)
-        rejected: list[tuple[Point, Refused]] = []
-        pending: list[Point] = []
-        for point in points:
-            refused = self._refusals.screen(point.line)
-            if refused is None:
-                pending.append(point)
-            else:
-                rejected.append((point, refused))
-        return rejected, pending
-
-    async def _write_isolating(
-        self, points: Sequence[Point], attempts: int | None = -1
-    ) -> list[tuple[Point, Refused]]:
-        """Write ``points``; on a rejection, learn and bisect; return the rejected points.
-
-        Lines known to be refused are taken out first. A refusal that teaches a field type takes
-        out every line that conflicts with it and writes the rest again; a request the database
-        refused entirely (``dropped`` = its size) needs no bisecting; otherwise the halves go
-        through the same. ``attempts`` as for ``_retrying``, and the same for every half: a
-        caller that retries forever must not see ``SinkUnavailable`` because the database went
-        away mid-bisect.
-        """
-        rejected, pending = self._screen(points)
-        while pending:
-            try:
-                await self._write(_body(pending), len(pending), self._retrying(attempts))
-            except SinkRejected as exc:
-                self._metrics.write_errors.labels("rejected").inc()
-                refused = refusal_of(exc)
-                if exc.conflict is not None and self._refusals.learn_conflict(exc.conflict):
-                    known, rest = self._screen(pending)
-                    if known:
-                        rejected += known
-                        pending = rest
-                        continue
-                if len(pending) == 1 or (exc.dropped is not None and exc.dropped >= len(pending)):
-                    if exc.limit is not None and len({series_key(p.line) for p in pending}) == 1:
-                        # One series, refused by a limit: remember it (with several series,
-                        # another reason could have refused some, and blame a series that is
-                        # fine).
-                        self._refusals.learn_refused_series(pending[0].line, exc.limit)
-                    return rejected + [(point, refused) for point in pending]
-                middle = len(pending) // 2
-                # Bisecting re-sends lines a partial write may have stored: harmless, same points.
-                left = await self._write_isolating(pending[:middle], attempts)
-                right = await self._write_isolating(pending[middle:], attempts)
-                return rejected + left + right
-            return rejected
-        return rejected
-
-    async def _dead_letter(self, rejected: list[tuple[Point, Refused]]) -> None:
+    async def _dead_letter(self, rejected: Rejected) -> None:
         by_reason: dict[str, list[Refused]] = {}
         for point, refused in rejected:
             by_reason.setdefault(refused.reason, []).append(refused)
@@ -486,7 +294,7 @@ class Writer:
             return
         record = records[0]
         points = [_replayed_point(line) for line in record.payload.split(b"\n") if line]
-        rejected = await self._write_isolating(points, None)
+        rejected = await self._sink_writer.write_isolating(points, None)
         await self._dead_letter(rejected)
         try:
             durable = await spool.commit(record.position)
