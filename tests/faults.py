@@ -129,23 +129,31 @@ def wait_until(
 # -- messages -------------------------------------------------------------------------------
 
 
-def numbered_topic(prefix: str, i: int) -> str:
-    """The topic of message ``i``."""
-    return f"{prefix}/fault/{MEASUREMENT}/m{i % DEVICES}/telemetry"
+def numbered_topic(prefix: str, i: int, devices: int = DEVICES) -> str:
+    """The topic of message ``i``: device ``m{i % devices}``."""
+    return f"{prefix}/fault/{MEASUREMENT}/m{i % devices}/telemetry"
 
 
 def numbered_message(
-    prefix: str, i: int, base_ms: int, *, pad_fields: int = 0
+    prefix: str,
+    i: int,
+    base_ms: int,
+    *,
+    pad_fields: int = 0,
+    extra: Mapping[str, object] | None = None,
+    devices: int = DEVICES,
 ) -> tuple[str, bytes]:
     """Message ``i``: ``ts = base_ms + i`` (one point per number), ``seq = i``.
 
     ``pad_fields`` adds that many numeric extra fields (each ~20 bytes of line protocol), to reach
-    a byte volume with fewer messages.
+    a byte volume with fewer messages; ``extra`` adds fields as given; ``devices`` is how many
+    devices the numbers are spread over.
     """
     payload: dict[str, object] = {"ts": base_ms + i, "seq": i, "pv_kw": round(i % 997 * 0.5, 1)}
     for n in range(pad_fields):
         payload[f"aux_{n:02d}_kw"] = 1000.0 + n + i % 100 / 100
-    return numbered_topic(prefix, i), orjson.dumps(payload)
+    payload.update(extra or {})
+    return numbered_topic(prefix, i, devices), orjson.dumps(payload)
 
 
 def seqs_of_lines(lines: bytes, base_ms: int) -> list[int]:
@@ -633,9 +641,23 @@ class Publisher:
 
 
 def numbered_stream(
-    prefix: str, numbers: Iterable[int], base_ms: int, *, pad_fields: int = 0
+    prefix: str,
+    numbers: Iterable[int],
+    base_ms: int,
+    *,
+    pad_fields: int = 0,
+    extra: Callable[[int], Mapping[str, object]] | None = None,
+    devices: int = DEVICES,
 ) -> Iterator[tuple[int, str, bytes]]:
-    """``(i, topic, payload)`` for each number, for `Publisher.start_stream`."""
+    """``(i, topic, payload)`` for each number, for `Publisher.start_stream`; ``extra(i)`` adds
+    fields to message ``i``."""
     for i in numbers:
-        topic, payload = numbered_message(prefix, i, base_ms, pad_fields=pad_fields)
+        topic, payload = numbered_message(
+            prefix,
+            i,
+            base_ms,
+            pad_fields=pad_fields,
+            extra=extra(i) if extra is not None else None,
+            devices=devices,
+        )
         yield i, topic, payload
