@@ -67,7 +67,9 @@ class Metrics:
             "parkwatch_mqtt_connected", "1 while connected to the broker.", registry=r
         )
         self.sink_up = Gauge(
-            "parkwatch_sink_up", "1 while the last database write or ping succeeded.", registry=r
+            "parkwatch_sink_up",
+            "1 while the database answered the last write request (written or refused).",
+            registry=r,
         )
         self.queue_depth = Gauge(
             "parkwatch_queue_depth", "Items waiting in each pipeline queue.", ["queue"], registry=r

@@ -190,11 +190,11 @@ class SinkWriter:
             self._failing_since = None
             self._failed_attempts = 0
 
-    def _screen(self, points: Sequence[Point]) -> tuple[list[tuple[Point, Refused]], list[Point]]:
+    def _screen(self, points: Sequence[Point]) -> tuple[Rejected, list[Point]]:
         """Split ``points`` into those the database is known to refuse, and the others."""
         if not self._refusals:
             return [], list(points)
-        rejected: list[tuple[Point, Refused]] = []
+        rejected: Rejected = []
         pending: list[Point] = []
         for point in points:
             refused = self._refusals.screen(point.line)
@@ -204,15 +204,13 @@ class SinkWriter:
                 rejected.append((point, refused))
         return rejected, pending
 
-    async def write_isolating(
-        self, points: Sequence[Point], attempts: int | None = -1
-    ) -> list[tuple[Point, Refused]]:
+    async def write_isolating(self, points: Sequence[Point], attempts: int | None = -1) -> Rejected:
         """Write ``points``; on a rejection, learn and bisect; return the rejected points.
 
         Lines known to be refused are taken out first. A refusal that teaches a field type takes
         out every line that conflicts with it and writes the rest again; a request the database
         refused entirely (``dropped`` = its size) needs no bisecting; otherwise the halves go
-        through the same. ``attempts`` as for ``_retrying``, and the same for every half: a
+        through the same. ``attempts`` as for `retrying`, and the same for every half: a
         caller that retries forever must not see ``SinkUnavailable`` because the database went
         away mid-bisect.
         """
@@ -223,7 +221,9 @@ class SinkWriter:
             except SinkRejected as exc:
                 self._metrics.write_errors.labels("rejected").inc()
                 refused = refusal_of(exc)
-                if exc.conflict is not None and self._refusals.learn_conflict(exc.conflict):
+                if exc.conflict is not None:
+                    # Known already, too, when another worker learnt it since this was sent.
+                    self._refusals.learn_conflict(exc.conflict)
                     known, rest = self._screen(pending)
                     if known:
                         rejected += known
