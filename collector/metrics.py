@@ -8,7 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from collector.messages import Reason
 
-__all__ = ["Metrics"]
+__all__ = ["WRITE_ERROR_KINDS", "Metrics"]
+
+WRITE_ERROR_KINDS = ("unavailable", "database_not_found", "retention_policy_not_found", "rejected")
 
 _BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -41,10 +43,21 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.write_requests = Counter(
+            "parkwatch_write_requests",
+            "Write requests sent to the database, whatever their outcome.",
+            registry=r,
+        )
         self.write_errors = Counter(
             "parkwatch_write_errors",
-            "Failed write attempts, by kind (unavailable, rejected).",
+            "Failed write requests, by kind (unavailable, database_not_found, "
+            "retention_policy_not_found, rejected).",
             ["kind"],
+            registry=r,
+        )
+        self.writes_failing = Gauge(
+            "parkwatch_writes_failing_seconds",
+            "Seconds since writes to the database started failing; 0 while the last one succeeded.",
             registry=r,
         )
         self.reconnects = Counter(
@@ -55,9 +68,9 @@ class Metrics:
         )
         self.sink_up = Gauge(
             "parkwatch_sink_up",
-            "1 if the database answered the latest write (stored it, or refused bad lines); "
-            "0 after a write failed and is retried. Writes only: the /healthz ping does not "
-            "set it, and it is 0 until the first write.",
+            "1 if the database answered the latest write request (stored it, or refused bad "
+            "lines); 0 after a write failed and is retried. Writes only: the /healthz ping does "
+            "not set it, and it is 0 until the first write.",
             registry=r,
         )
         self.queue_depth = Gauge(
@@ -82,7 +95,16 @@ class Metrics:
             "parkwatch_replayed_points", "Points replayed from the spool.", registry=r
         )
         self.spool_full = Gauge(
-            "parkwatch_spool_full", "1 while the spool is at its size bound.", registry=r
+            "parkwatch_spool_full",
+            "1 while a batch is held unacked because the spool refused it (full or failing).",
+            registry=r,
+        )
+        self.spool_errors = Counter(
+            "parkwatch_spool_errors",
+            "Spool operations that failed on disk (e.g. ENOSPC), by operation "
+            "(open, append, commit, read).",
+            ["op"],
+            registry=r,
         )
         self.dead_letter_write_errors = Counter(
             "parkwatch_deadletter_write_errors",
@@ -96,6 +118,10 @@ class Metrics:
         )
         for reason in Reason.ALL:  # export every reason from the start, at zero
             self.dead_letters.labels(reason)
+        for kind in WRITE_ERROR_KINDS:
+            self.write_errors.labels(kind)
+        for op in ("open", "append", "commit", "read"):
+            self.spool_errors.labels(op)
 
     def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
         """Report a queue's depth at every scrape."""

@@ -13,12 +13,15 @@ class Sink(Protocol):
     """Writes line-protocol batches (millisecond precision).
 
     ``write`` raises ``SinkUnavailable`` for failures worth retrying (network, timeouts, 5xx,
-    429, auth or missing database: the data is fine, the place is not) and ``SinkRejected`` when
-    the database refuses the data itself (HTTP 400/413/422), which the writer answers by
-    isolating the bad lines.
+    429, auth, and as ``SinkMissing`` a missing database or retention policy: the data is fine,
+    the place is not) and ``SinkRejected`` when the database refuses the data itself (HTTP
+    400/413/422), which the writer answers by isolating the bad lines.
     """
 
     name: str
+    problem: str | None
+    """What is known to be wrong with the target that a ping cannot see (a missing database or
+    retention policy), or None; the health check reports it."""
 
     async def start(self) -> None:
         """Open connections; create the database where that is the adapter's job."""

@@ -13,8 +13,15 @@ On disk, in one directory::
 Durability: `append` returns only once its record is written and the segment fsynced; a new
 segment's directory entry is fsynced before anything is written to it. The cursor is replaced
 atomically (temp file, fsync, rename, fsync directory), only after the replayer's write succeeded,
-and segments are unlinked only once the durable cursor is past them. So a crash anywhere loses no
-acknowledged record and at worst replays a few again, which InfluxDB de-duplicates. A torn write or
+and segments are unlinked only once every record in them has been written to the database. So a
+crash anywhere loses no acknowledged record and at worst replays a few again, which InfluxDB
+de-duplicates.
+
+A full or failing disk is survived, not fatal: a failed append fails its appenders (who then must
+not ack), gives back the space the batch took and seals its segment; a cursor the disk refuses
+(ENOSPC) is kept in memory and written at the next commit or at close, while spent segments are
+deleted all the same, which is what frees the disk (a crash meanwhile only replays those records
+again: a segment is deleted only when all its records are in the database). A torn write or
 bit rot fails the magic, length or checksum check: the records before it are kept, the rest of that
 segment is reported and skipped. After a restart appends start a fresh segment, never after garbage.
 """
@@ -120,7 +127,8 @@ class Spool:
         self._segment_bytes = segment_bytes
         self._state = "new"  # -> open -> closing -> closed
         self._segments: list[_Segment] = []  # oldest first; only durable records are indexed
-        self._cursor = SpoolPosition(0, 0)  # as on disk: everything before it is consumed
+        self._cursor = SpoolPosition(0, 0)  # everything before it is consumed
+        self._cursor_dirty = False  # the disk refused the cursor: it lags behind `_cursor`
         self._sealed_below = 0  # segments numbered below this get no more appends
         self._pending_bytes = self._pending_records = self._corrupt_tails = 0
         self._reserved = 0  # bytes of appends queued or being written, held against max_bytes
@@ -171,6 +179,8 @@ class Spool:
         await self._idle.wait()
         async with self._replay_lock:  # let a read or commit in progress finish
             self._state = "closed"
+            if self._cursor_dirty:
+                await self._persist_cursor(self._cursor)
         self._not_empty.set()  # wake a waiting replayer: it finds the spool closed
         await self._io("closing", self._release)
 
@@ -218,11 +228,16 @@ class Spool:
                 self._corrupt_tails += 1
                 await self._commit_locked(plan[0])
 
-    async def commit(self, position: SpoolPosition) -> None:
-        """Consume every record up to and including ``position``, durably; delete spent segments."""
+    async def commit(self, position: SpoolPosition) -> bool:
+        """Consume every record up to and including ``position``; delete spent segments.
+
+        Return whether the cursor is durable. False when the disk refused it (e.g. ENOSPC): the
+        records count as consumed all the same (the caller has written them), and the cursor is
+        written at the next commit or at close; a crash before that replays them again.
+        """
         async with self._replay_lock:
             self._check_open()
-            await self._commit_locked(position)
+            return await self._commit_locked(position)
 
     @property
     def stats(self) -> SpoolStats:
@@ -234,6 +249,11 @@ class Spool:
             corrupt_tails=self._corrupt_tails,
             fsyncs=self._writer.fsyncs,
         )
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the spool is open (and not closing)."""
+        return self._state == "open"
 
     def empty(self) -> bool:
         """Whether no durable record is waiting to be replayed."""
@@ -274,6 +294,10 @@ class Spool:
         error = SpoolError("append cancelled") if written.cancelled() else written.exception()
         if error is None:
             self._index(written.result())
+        else:
+            # The writer never appends to its segment again: it is sealed, so it can be deleted
+            # once replayed (on a full disk that is how space comes back).
+            self._sealed_below = max(self._sealed_below, self._writer.next_seq)
         for a in batch:
             if a.done.done():
                 continue  # the appender was cancelled; its record may be durable all the same
@@ -314,12 +338,12 @@ class Spool:
                     return seg, index
         raise SpoolError(f"spool {self._directory}: no pending record at {position}")
 
-    async def _commit_locked(self, position: SpoolPosition) -> None:
+    async def _commit_locked(self, position: SpoolPosition) -> bool:
         if position < self._cursor:
-            return  # committed before: commits are idempotent
+            return not self._cursor_dirty  # committed before: commits are idempotent
         target, index = self._locate(position)
         cursor = SpoolPosition(target.seq, target.offset_of(index + 1))
-        await self._io("committing", _write_cursor, self._directory, cursor)
+        durable = await self._persist_cursor(cursor)
         self._cursor = cursor
         for seg in self._segments:
             consumed = index + 1 if seg is target else len(seg.offsets)
@@ -336,6 +360,21 @@ class Spool:
             self._segments = [seg for seg in self._segments if seg not in spent]
             paths = [_segment_path(self._directory, seg.seq) for seg in spent]
             await self._io("deleting spent segments", _unlink, self._directory, paths)
+            if not durable:  # the deleted segments may have made room for it
+                durable = await self._persist_cursor(cursor)
+        return durable
+
+    async def _persist_cursor(self, cursor: SpoolPosition) -> bool:
+        """Write the cursor; on a disk error log it (once per streak) and return False."""
+        try:
+            await self._io("committing", _write_cursor, self._directory, cursor)
+        except SpoolError as exc:
+            if not self._cursor_dirty:
+                log.warning("%s; consumption kept in memory until the cursor can be written", exc)
+            self._cursor_dirty = True
+            return False
+        self._cursor_dirty = False
+        return True
 
     def _release(self) -> None:
         """Stop the writer thread and close every file (blocking: run it off the loop)."""
@@ -361,6 +400,8 @@ class _SegmentWriter:
         """Write and fsync every payload as a record; return where each one went."""
         placements: list[_Placement] = []
         self._created = None
+        # Where this batch starts in the open segment: a failure cuts the segment back to it.
+        start = (self._seq, self._size) if self._file is not None else None
         try:
             for payload in payloads:
                 length = _HEADER.size + len(payload)
@@ -375,12 +416,15 @@ class _SegmentWriter:
         except OSError:
             # The segment's tail is unknown now (a failed fsync may even drop written pages):
             # never write after it again. Remove it if it is new, so a full disk is not littered
-            # with a segment per retry.
+            # with a segment per retry; else cut off what this batch wrote (space, on a full
+            # disk; and no torn record to report at the next open).
             with contextlib.suppress(OSError):
                 self.close()
             with contextlib.suppress(OSError):
                 if self._created is not None:
                     self._created.unlink()
+                elif start is not None and start[0] == self._seq:
+                    os.truncate(_segment_path(self._directory, self._seq), start[1])
             raise
         return placements
 
@@ -439,11 +483,17 @@ def _unlink(directory: Path, paths: list[Path]) -> None:
 def _write_cursor(directory: Path, cursor: SpoolPosition) -> None:
     """Replace the cursor file atomically: after a crash it holds the old or the new cursor."""
     body = _CURSOR.pack(_CURSOR_MAGIC, cursor.segment, cursor.offset)
-    with (directory / "cursor.tmp").open("wb") as f:
-        f.write(body + _U32.pack(zlib.crc32(body)))
-        f.flush()
-        os.fsync(f.fileno())
-    (directory / "cursor.tmp").replace(directory / "cursor")
+    temporary = directory / "cursor.tmp"
+    try:
+        with temporary.open("wb") as f:
+            f.write(body + _U32.pack(zlib.crc32(body)))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()  # what it holds is worthless, and on a full disk it takes space
+        raise
+    temporary.replace(directory / "cursor")
     _fsync_dir(directory)
 
 

@@ -7,17 +7,22 @@ Three kinds of task, all owned by the service's TaskGroup:
   ``max_concurrent_writes`` batches; when it is full the batcher blocks, the point queue fills,
   and back-pressure reaches the MQTT reader (nothing is dropped).
 * ``run_worker`` (``max_concurrent_writes`` of them) delivers a batch: written with retries
-  (jittered exponential backoff, ``Retry-After`` honoured), or appended to the spool once retries
-  are exhausted or while the spool still holds older data (keeping order). A batch the database
-  refuses (HTTP 400) is bisected until the bad lines are isolated; those are dead-lettered and
-  the good ones written. Only then are the batch's messages acked.
-* ``run_replayer`` drains the spool into the database, oldest first, retrying until it succeeds.
+  (collector/sinkwriter.py), or appended to the spool once retries are exhausted or while the
+  spool still holds older data (keeping order). Lines the database refuses (known before the
+  write, or isolated by bisecting a refused batch) are dead-lettered and the good ones written.
+  Only then are the batch's messages acked.
+* ``run_replayer`` drains the spool into the database, oldest first, retrying until it succeeds;
+  a failing disk (a read, or the cursor on a full disk) is retried, never fatal.
 
-When the spool is full, a batch that does not fit is held and retried against the database
-until it is written; nothing is acked meanwhile, so back-pressure reaches the broker.
+When the spool refuses a batch (full, or its disk failing, e.g. ENOSPC), the batch is held and
+retried against the database until it is written; nothing is acked meanwhile, so back-pressure
+reaches the broker. Each held batch counts: health is degraded while any is held.
 
 Without a spool the worker retries until the database is back, acking nothing meanwhile: the
 broker keeps the messages of our persistent session.
+
+Refusals and spool failures are logged once per ``failure_log_interval_s`` with counts, not once
+per line or batch; a cardinality limit comes with an operator hint.
 """
 
 from __future__ import annotations
@@ -25,29 +30,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_never,
-    wait_random_exponential,
-)
 
 from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
+from collector.refusals import Refused
 from collector.sink import Sink
+from collector.sinkwriter import Rejected, SinkWriter, Throttle, body
 from collector.spool import Spool
-from parkwatch.errors import SinkRejected, SinkUnavailable, SpoolFull
+from parkwatch.errors import SinkUnavailable, SpoolError, SpoolFull
 from parkwatch.points import NO_TICKET, Point
 from parkwatch.settings import WriterSettings
 
-__all__ = ["Batch", "Writer"]
+__all__ = ["SERIES_LIMIT_HINT", "Batch", "Writer"]
 
 log = logging.getLogger(__name__)
+
+SERIES_LIMIT_HINT = (
+    "InfluxDB refuses new series: its max-series-per-database or max-values-per-tag limit is "
+    "reached ([data] in influxdb.conf; InfluxDB 1.6 defaults 1000000 and 100000, 0 disables). "
+    "Raise the limit or drop series no longer needed; until then new devices are dead-lettered "
+    "as series_limit"
+)
 
 
 @dataclass(slots=True)
@@ -58,12 +63,7 @@ class Batch:
 
     def body(self) -> bytes:
         """Line protocol, one point per line."""
-        return _body(self.points)
-
-
-def _body(points: Sequence[Point]) -> bytes:
-    """The write body for ``points``: their lines, newline-separated."""
-    return "\n".join(point.line for point in points).encode()
+        return body(self.points)
 
 
 class Writer:
@@ -80,15 +80,23 @@ class Writer:
         spool: Spool | None = None,
     ) -> None:
         self._settings = settings
-        self._sink = sink
         self._metrics = metrics
         self._settle = settle
         self._dead = dead_letters
         self._spool = spool
         self._flush_now = asyncio.Event()
-        self._spool_full = False
+        self._held = 0  # batches the spool refused, held unacked until the database takes them
+        self._spool_error = ""
+        self._sink_writer = SinkWriter(settings, sink, metrics, spool)
+        interval = settings.failure_log_interval_s
+        self._spool_log = Throttle(interval)
+        self._replay_log = Throttle(interval)
+        self._refusal_logs = {reason: Throttle(interval) for reason in Reason.ALL}
         self._waiting: asyncio.Timeout | None = None
         self.batches: asyncio.Queue[Batch] = asyncio.Queue(settings.max_concurrent_writes)
+        if spool is not None:  # read at every scrape: right from the start, never stale
+            metrics.spool_bytes.set_function(lambda: spool.stats.bytes)
+            metrics.spool_segments.set_function(lambda: spool.stats.segments)
 
     # -- batching --------------------------------------------------------------------------
 
@@ -144,161 +152,161 @@ class Writer:
         bad_tickets = {point.ticket for point, _ in rejected}
         self._settle(point.ticket for point in batch.points if point.ticket not in bad_tickets)
 
-    async def _write_or_spool(self, batch: Batch) -> tuple[list[tuple[Point, str]], bool]:
+    async def _write_or_spool(self, batch: Batch) -> tuple[Rejected, bool]:
         """Write the batch, or spool it; return the rejected points and whether it was spooled."""
         spool = self._spool
         if spool is not None and not spool.empty():
             # Older data waits in the spool: queue behind it so each series stays in order.
             return await self._spool_or_hold(batch)
         try:
-            return await self._write_isolating(batch.points), False
+            return await self._sink_writer.write_isolating(batch.points), False
         except SinkUnavailable as exc:
             if spool is None:
                 # No spool: retry until the database is back; nothing is acked meanwhile, so
                 # the broker keeps holding the data.
-                return await self._write_isolating(batch.points, None), False
+                return await self._sink_writer.write_isolating(batch.points, None), False
             log.warning("database unavailable, spooling %d lines: %s", len(batch.points), exc)
             return await self._spool_or_hold(batch)
 
-    async def _spool_or_hold(self, batch: Batch) -> tuple[list[tuple[Point, str]], bool]:
-        """Spool the batch; if the spool is full, hold it and retry the database until it
-        takes the batch. Holding acks nothing, so the workers block, the queues fill and the
-        broker keeps every later message: the documented policy, never a drop. (Waiting for
-        spool space instead could wait forever: a batch may be larger than the whole spool.)"""
+    async def _spool_or_hold(self, batch: Batch) -> tuple[Rejected, bool]:
+        """Spool the batch; if the spool refuses it (full, or its disk failing), hold it and
+        retry the database until it takes the batch. Holding acks nothing, so the workers block,
+        the queues fill and the broker keeps every later message: the documented policy, never
+        a drop. (Waiting for spool space instead could wait forever: a batch may be larger than
+        the whole spool, and a full disk may stay full.)"""
         assert self._spool is not None
         body = batch.body()
         try:
             await self._spool.append(body)
-        except SpoolFull:
-            if not self._metrics_spool_full(True):
-                log.error(  # noqa: TRY400 - an expected state, a traceback would be noise
-                    "spool full (%d bytes pending, batch of %d bytes): not acking until the "
-                    "database takes the data; the broker holds new messages",
-                    self._spool.stats.bytes,
-                    len(body),
-                )
-            rejected = await self._write_isolating(batch.points, None)
-            self._metrics_spool_full(False)
-            return rejected, False
-        self._metrics_spool_full(False)
+        except SpoolError as exc:
+            return await self._hold(batch, len(body), exc), False
         self._metrics.spooled_batches.inc()
-        self._update_spool_gauges()
         return [], True
 
-    def _metrics_spool_full(self, full: bool) -> bool:
-        """Set the spool-full gauge; return whether it was already set."""
-        was = self._spool_full
-        self._spool_full = full
-        self._metrics.spool_full.set(1 if full else 0)
-        return was
-
-    def _update_spool_gauges(self) -> None:
-        if self._spool is not None:
-            stats = self._spool.stats
-            self._metrics.spool_bytes.set(stats.bytes)
-            self._metrics.spool_segments.set(stats.segments)
+    async def _hold(self, batch: Batch, size: int, exc: SpoolError) -> Rejected:
+        assert self._spool is not None
+        if not isinstance(exc, SpoolFull):
+            self._metrics.spool_errors.labels("append").inc()
+        if not self._held:  # a new episode: say so at once, then every interval while it lasts
+            self._spool_log.restart()
+        self._held += 1
+        self._metrics.spool_full.set(1)
+        self._spool_error = (
+            "full: not acking" if isinstance(exc, SpoolFull) else f"failing: not acking: {exc}"
+        )
+        if self._spool_log.due() is not None:
+            what = "spool full" if isinstance(exc, SpoolFull) else f"spool failing ({exc})"
+            log.error(
+                "%s (%d bytes pending, batch of %d bytes): not acking until the database "
+                "takes the data; the broker holds new messages",
+                what,
+                self._spool.stats.bytes,
+                size,
+            )
+        try:
+            return await self._sink_writer.write_isolating(batch.points, None)
+        finally:
+            self._held -= 1
+            if not self._held:
+                self._metrics.spool_full.set(0)
 
     @property
     def spool_full(self) -> bool:
-        """Whether the spool refused data (health is degraded then)."""
-        return self._spool_full
+        """Whether a batch is held because the spool refused it (health is degraded then)."""
+        return self._held > 0
 
-    # -- writing with retries and bad-line isolation ----------------------------------------
+    @property
+    def spool_problem(self) -> str | None:
+        """Why batches are held unacked (spool full or failing), or None while none is."""
+        return self._spool_error if self._held else None
 
-    def _retrying(self, attempts: int | None = -1) -> AsyncRetrying:
-        """Retries for ``SinkUnavailable``; ``attempts=None`` retries forever."""
-        settings = self._settings
-        backoff = wait_random_exponential(
-            multiplier=settings.retry_initial_s, max=settings.retry_max_s
-        )
+    @property
+    def write_failure(self) -> str | None:
+        """For how long and why writes to the database fail, or None while they succeed."""
+        return self._sink_writer.write_failure
 
-        def wait(state: RetryCallState) -> float:
-            outcome = state.outcome
-            error = outcome.exception() if outcome is not None else None
-            if isinstance(error, SinkUnavailable) and error.retry_after is not None:
-                return min(error.retry_after, settings.retry_max_s * 12)
-            return float(backoff(state))
+    # -- dead letters ----------------------------------------------------------------------
 
-        if attempts == -1:
-            attempts = settings.retry_max_attempts
-        return AsyncRetrying(
-            stop=stop_never if attempts is None else stop_after_attempt(attempts),
-            wait=wait,
-            retry=retry_if_exception_type(SinkUnavailable),
-            before_sleep=self._count_unavailable,
-            reraise=True,
-        )
-
-    def _count_unavailable(self, state: RetryCallState) -> None:
-        self._metrics.write_errors.labels("unavailable").inc()
-        self._metrics.sink_up.set(0)
-
-    async def _write(self, body: bytes, lines: int, retrying: AsyncRetrying) -> None:
-        async for attempt in retrying:
-            with attempt:
-                started = time.perf_counter()
-                await self._sink.write(body)
-                self._metrics.write_seconds.observe(time.perf_counter() - started)
-                self._metrics.batch_lines.observe(lines)
-                self._metrics.sink_up.set(1)
-
-    async def _write_isolating(
-        self, points: Sequence[Point], attempts: int | None = -1
-    ) -> list[tuple[Point, str]]:
-        """Write ``points``; on a rejection, bisect; return the rejected points with the reason.
-
-        ``attempts`` as for ``_retrying``, and the same for every half: a caller that retries
-        forever must not see ``SinkUnavailable`` because the database went away mid-bisect.
-        """
-        try:
-            await self._write(_body(points), len(points), self._retrying(attempts))
-        except SinkRejected as exc:
-            self._metrics.write_errors.labels("rejected").inc()
-            self._metrics.sink_up.set(1)  # the database answered: it is up
-            if len(points) == 1:
-                return [(points[0], str(exc))]
-            middle = len(points) // 2
-            # Bisecting re-sends lines a partial write may have stored: harmless, same points.
-            left = await self._write_isolating(points[:middle], attempts)
-            right = await self._write_isolating(points[middle:], attempts)
-            return left + right
-        return []
-
-    async def _dead_letter(self, rejected: list[tuple[Point, str]]) -> None:
-        for point, reason in rejected:
-            log.warning("database rejected a line: %s", reason)
+    async def _dead_letter(self, rejected: Rejected) -> None:
+        by_reason: dict[str, list[Refused]] = {}
+        for point, refused in rejected:
+            by_reason.setdefault(refused.reason, []).append(refused)
             topic = f"{point.park}/{point.kind}/{point.device}"
             await self._dead.put(
                 DeadLetter(
                     topic,
                     point.line.encode(),
-                    Reason.REJECTED_BY_SINK,
-                    reason,
+                    refused.reason,
+                    refused.detail,
                     time.time(),
                     point.ticket,
                 )
+            )
+        for reason, refusals in by_reason.items():
+            held_back = self._refusal_logs[reason].due()
+            if held_back is None:
+                continue
+            hint = f" ({SERIES_LIMIT_HINT})" if reason == Reason.SERIES_LIMIT else ""
+            log.warning(
+                "the database refuses %d lines, dead-lettered as %s (%d such batches not logged "
+                "before): %s%s",
+                len(refusals),
+                reason,
+                held_back,
+                refusals[0].detail,
+                hint,
             )
 
     # -- spool replay ----------------------------------------------------------------------
 
     async def run_replayer(self) -> None:
-        """Drain the spool into the database, oldest batch first, until cancelled."""
+        """Drain the spool into the database, oldest batch first, until cancelled.
+
+        A disk error is logged (once per interval), counted and retried with backoff: the
+        records stay in the spool, and a cursor the disk refused is kept in memory.
+        """
         spool = self._spool
         if spool is None:
             return
-        while True:
-            await spool.wait_not_empty()
+        failures = 0
+        while spool.is_open:
+            try:
+                await self._replay_next(spool)
+            except SpoolError as exc:
+                if not spool.is_open:
+                    return  # closed at shutdown
+                failures += 1
+                if self._replay_log.due() is not None:
+                    log.error("spool replay failing, will retry: %s", exc)  # noqa: TRY400
+                await asyncio.sleep(
+                    min(self._settings.retry_max_s, self._settings.retry_initial_s * 2**failures)
+                )
+            else:
+                failures = 0
+
+    async def _replay_next(self, spool: Spool) -> None:
+        await spool.wait_not_empty()
+        try:
             records = await spool.read(1)
-            if not records:
-                continue
-            record = records[0]
-            points = [_replayed_point(line) for line in record.payload.split(b"\n") if line]
-            rejected = await self._write_isolating(points, None)
-            await self._dead_letter(rejected)
-            await spool.commit(record.position)
-            self._metrics.replayed_points.inc(len(points) - len(rejected))
-            self._metrics.points_written.inc(len(points) - len(rejected))
-            self._update_spool_gauges()
+        except SpoolError:
+            if spool.is_open:
+                self._metrics.spool_errors.labels("read").inc()
+            raise
+        if not records:
+            return
+        record = records[0]
+        points = [_replayed_point(line) for line in record.payload.split(b"\n") if line]
+        rejected = await self._sink_writer.write_isolating(points, None)
+        await self._dead_letter(rejected)
+        try:
+            durable = await spool.commit(record.position)
+        except SpoolError:
+            self._metrics.spool_errors.labels("commit").inc()
+            raise
+        if not durable:  # consumed all the same; the spool writes the cursor when it can
+            self._metrics.spool_errors.labels("commit").inc()
+        self._metrics.replayed_points.inc(len(points) - len(rejected))
+        self._metrics.points_written.inc(len(points) - len(rejected))
 
 
 def _replayed_point(line: bytes) -> Point:

@@ -7,7 +7,10 @@
     ├── SourceError            the MQTT broker adapter (connect, subscribe)
     ├── SinkError              the time-series database adapter
     │   ├── SinkUnavailable    retryable: timeouts, 5xx, 429 (carries retry_after)
-    │   └── SinkRejected       not retryable: the database refused the data (HTTP 4xx)
+    │   │   └── SinkMissing    the database (bucket) or retention policy does not exist
+    │   └── SinkRejected       not retryable: the database refused the data (HTTP 4xx);
+    │                          carries what the answer says: lines dropped, a field type
+    │                          conflict, a cardinality limit
     ├── NotifyError            a notification receiver (Alertmanager, Apprise, webhook)
     │   ├── NotifyUnavailable  retryable: timeouts, connection errors, 5xx, 429 (retry_after)
     │   └── NotifyRejected     not retryable: the receiver refused the message (HTTP 4xx)
@@ -25,8 +28,11 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 __all__ = [
     "ConfigError",
+    "FieldTypeConflict",
     "GrafanaAuthError",
     "GrafanaConflict",
     "GrafanaError",
@@ -38,6 +44,7 @@ __all__ = [
     "ParkwatchError",
     "ServerError",
     "SinkError",
+    "SinkMissing",
     "SinkRejected",
     "SinkUnavailable",
     "SourceError",
@@ -88,8 +95,52 @@ class SinkUnavailable(SinkError):
         self.retry_after = retry_after
 
 
+class SinkMissing(SinkUnavailable):
+    """The database (bucket) or retention policy written to does not exist.
+
+    Retryable: the data is good, and the write succeeds once the target is created. ``what`` is
+    ``"database"``, ``"retention policy"`` or ``"bucket"``.
+    """
+
+    def __init__(
+        self, message: str, *, what: str, status: int | None = None, target: str = ""
+    ) -> None:
+        super().__init__(message, status=status, target=target)
+        self.what = what
+
+
+class FieldTypeConflict(NamedTuple):
+    """A field the database holds with another type than a written line gives it."""
+
+    measurement: str
+    field: str
+    stored: str
+    """The type the database holds: float, integer, unsigned, string or boolean."""
+
+
 class SinkRejected(SinkError):
-    """The database refused the data itself (bad line, type conflict); retrying cannot help."""
+    """The database refused the data itself (bad line, type conflict); retrying cannot help.
+
+    What the answer says, where it says it: ``dropped`` lines of the request were not stored
+    (InfluxDB's "partial write ... dropped=N"; the others were); ``conflict`` the first field
+    type conflict; ``limit`` the cardinality limit that refused new series
+    (``max-series-per-database`` or ``max-values-per-tag``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        target: str = "",
+        dropped: int | None = None,
+        conflict: FieldTypeConflict | None = None,
+        limit: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, target=target)
+        self.dropped = dropped
+        self.conflict = conflict
+        self.limit = limit
 
 
 class NotifyError(ParkwatchError):

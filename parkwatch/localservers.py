@@ -427,12 +427,19 @@ class InfluxDB1(LocalServer):
     name = "influxd"
 
     def __init__(
-        self, workdir: Path, *, port: int | None = None, admin: tuple[str, str] | None = None
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        admin: tuple[str, str] | None = None,
+        data_options: Mapping[str, int | str] | None = None,
     ) -> None:
         super().__init__(workdir, port=port)
         self.rpc_port = free_port()  # backup/restore RPC; would default to the shared :8088
         self.config_path = self.workdir / "influxdb.conf"
         self.admin = admin
+        self.data_options = dict(data_options or {})
+        """Extra ``[data]`` settings, e.g. ``{"max-values-per-tag": 50}`` to reach a limit."""
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start, and create the admin user when authentication is on."""
@@ -453,6 +460,9 @@ class InfluxDB1(LocalServer):
 
     def _prepare(self) -> None:
         meta, data, wal = (self.workdir / name for name in ("meta", "data", "wal"))
+        extra = "".join(
+            f"  {key} = {_toml_value(value)}\n" for key, value in self.data_options.items()
+        )
         # Services not listed (graphite, collectd, opentsdb, udp) are disabled by default.
         self.config_path.write_text(f"""\
 reporting-enabled = false
@@ -467,7 +477,7 @@ bind-address = "{self.host}:{self.rpc_port}"
   wal-dir = "{wal}"
   wal-fsync-delay = "0s"
   query-log-enabled = false
-
+{extra}
 [monitor]
   store-enabled = false
 
@@ -532,6 +542,11 @@ bind-address = "{self.host}:{self.rpc_port}"
                 rows += [{**dict(zip(series["columns"], values, strict=True)), **tags}
                          for values in series.get("values", [])]  # fmt: skip
         return rows
+
+
+def _toml_value(value: int | str) -> str:
+    """An influxdb.conf (TOML) value: integers bare, strings quoted."""
+    return str(value) if isinstance(value, int) else json.dumps(value)
 
 
 def _ident(name: str) -> str:

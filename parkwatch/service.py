@@ -46,6 +46,7 @@ from kpi import KpiEngine
 from notify.dispatcher import Dispatcher
 from parkwatch.analytics import Analytics, is_derived_ticket
 from parkwatch.clock import ParkClocks
+from parkwatch.errors import SpoolError
 from parkwatch.events import Engine, Output
 from parkwatch.http import HttpServer
 from parkwatch.points import Point
@@ -105,6 +106,7 @@ class Collector:
         self._writer: Writer | None = None
         self._analytics: Analytics | None = None
         self._dead_file = DeadLetterFile(settings.deadletter)
+        self._spool_unusable: str | None = None
         self._observers: list[Callable[[Point], None]] = []
         self._output_observers: list[Callable[[Output], None]] = []
         self.clocks = ParkClocks()
@@ -147,11 +149,7 @@ class Collector:
         self._dead_file.check()
         async with contextlib.AsyncExitStack() as resources:
             # Each resource is released in reverse order, also when a later one fails to start.
-            spool = Spool(
-                s.spool.directory, max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes
-            )
-            await spool.open()
-            resources.push_async_callback(spool.close)
+            spool = await self._open_spool(resources)
             await self._sink.start()
             resources.push_async_callback(self._sink.close)
             source = self._source_factory(s.mqtt, q.inbox, self.metrics, connected=self.connected)
@@ -222,6 +220,27 @@ class Collector:
         source.settle(messages)
         if derived:
             analytics.settled(derived)
+
+    async def _open_spool(self, resources: contextlib.AsyncExitStack) -> Spool | None:
+        """Open the spool; if its disk fails, run without it (acking only what is written)."""
+        s = self.settings.spool
+        spool = Spool(s.directory, max_bytes=s.max_bytes, segment_bytes=s.segment_bytes)
+        try:
+            await spool.open()
+        except SpoolError as exc:
+            # Not fatal: a crash loop helps nobody. Without a spool nothing is acked while the
+            # database is down, so the broker keeps the data; health says so.
+            self._spool_unusable = f"could not be opened, running without it: {exc}"
+            self.metrics.spool_errors.labels("open").inc()
+            log.error(  # noqa: TRY400 - the message says it all
+                "spool %s %s; while the database is down nothing is acked and the broker keeps "
+                "the messages",
+                s.directory,
+                self._spool_unusable,
+            )
+            return None
+        resources.push_async_callback(spool.close)
+        return spool
 
     async def _run_stages(
         self,
@@ -299,16 +318,35 @@ class Collector:
     async def _health(self) -> dict[str, Any]:
         source, writer = self._source, self._writer
         mqtt_ok = source is not None and source.connected.is_set()
-        sink_ok = await self._sink.ping()
-        spool_ok = writer is not None and not writer.spool_full
         dead_error = self._dead_file.error
+        analytics = self._analytics
+        state_ok = analytics is None or analytics.journal_ok
         # Only redacted URLs and names here: /healthz may be served on 0.0.0.0 (the Dockerfile).
         return {
             "mqtt": {"ok": mqtt_ok, "url": self.settings.mqtt.redacted_url()},
-            "sink": {"ok": sink_ok, "target": self._sink.name},
-            "spool": {"ok": spool_ok, "detail": "full: not acking" if not spool_ok else "ok"},
+            "sink": await self._sink_health(writer),
+            "spool": self._spool_health(writer),
             "deadletter": {
                 "ok": dead_error is None,
                 "detail": f"{dead_error}: not acking those messages" if dead_error else "ok",
             },
+            "state": {
+                "ok": state_ok,
+                "detail": "ok" if state_ok else "the state journal cannot be written: not acking",
+            },
         }
+
+    async def _sink_health(self, writer: Writer | None) -> dict[str, Any]:
+        """Up means: InfluxDB answers its ping, the target exists, and writes succeed."""
+        if not await self._sink.ping():
+            problem: str | None = "does not answer its ping"
+        else:
+            problem = self._sink.problem or (writer.write_failure if writer else None)
+        check: dict[str, Any] = {"ok": problem is None, "target": self._sink.name}
+        check["detail"] = problem or "ok"
+        return check
+
+    def _spool_health(self, writer: Writer | None) -> dict[str, Any]:
+        """Up means: the spool is open and no batch is held unacked because it refused it."""
+        problem = self._spool_unusable or (writer.spool_problem if writer else "not started")
+        return {"ok": problem is None, "detail": problem or "ok"}

@@ -230,7 +230,9 @@ class InfluxSettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
     gzip: bool = True
     create_database: bool = Field(
-        default=True, description="v1: CREATE DATABASE at start if missing (needs admin rights)."
+        default=True,
+        description="v1: CREATE DATABASE at start, and again whenever a write finds it missing "
+        "(needs admin rights).",
     )
 
     @field_validator("url")
@@ -295,6 +297,12 @@ class WriterSettings(_Section):
     )
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=5.0, gt=0)
+    failure_log_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="While writes, the spool or the database's refusals keep failing, one log "
+        "line per this many seconds (with counts), not one per attempt.",
+    )
 
 
 class SpoolSettings(_Section):

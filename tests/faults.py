@@ -16,6 +16,7 @@ with deadlines (:func:`wait_until`, built on the project's one poller), never sl
 * :func:`numbered_message` builds message ``i``: a unique timestamp per ``i``, so a redelivered
   message overwrites its own point and InfluxDB holds each number at most once.
 * :func:`influx_seqs` reads the numbers back, window by window (no row limit can truncate it).
+* :func:`small_disk` mounts a small tmpfs, a real filesystem that fills up (ENOSPC).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -52,6 +54,7 @@ __all__ = [
     "CollectorProcess",
     "Publisher",
     "SpooledRecord",
+    "fill_disk",
     "influx_count",
     "influx_seqs",
     "numbered_message",
@@ -60,6 +63,7 @@ __all__ = [
     "read_spool",
     "scaled",
     "seqs_of_lines",
+    "small_disk",
     "wait_until",
 ]
 
@@ -120,23 +124,31 @@ def wait_until(
 # -- messages -------------------------------------------------------------------------------
 
 
-def numbered_topic(prefix: str, i: int) -> str:
-    """The topic of message ``i``."""
-    return f"{prefix}/fault/{MEASUREMENT}/m{i % DEVICES}/telemetry"
+def numbered_topic(prefix: str, i: int, devices: int = DEVICES) -> str:
+    """The topic of message ``i``: device ``m{i % devices}``."""
+    return f"{prefix}/fault/{MEASUREMENT}/m{i % devices}/telemetry"
 
 
 def numbered_message(
-    prefix: str, i: int, base_ms: int, *, pad_fields: int = 0
+    prefix: str,
+    i: int,
+    base_ms: int,
+    *,
+    pad_fields: int = 0,
+    extra: Mapping[str, object] | None = None,
+    devices: int = DEVICES,
 ) -> tuple[str, bytes]:
     """Message ``i``: ``ts = base_ms + i`` (one point per number), ``seq = i``.
 
     ``pad_fields`` adds that many numeric extra fields (each ~20 bytes of line protocol), to reach
-    a byte volume with fewer messages.
+    a byte volume with fewer messages; ``extra`` adds fields as given; ``devices`` is how many
+    devices the numbers are spread over.
     """
     payload: dict[str, object] = {"ts": base_ms + i, "seq": i, "pv_kw": round(i % 997 * 0.5, 1)}
     for n in range(pad_fields):
         payload[f"aux_{n:02d}_kw"] = 1000.0 + n + i % 100 / 100
-    return numbered_topic(prefix, i), orjson.dumps(payload)
+    payload.update(extra or {})
+    return numbered_topic(prefix, i, devices), orjson.dumps(payload)
 
 
 def seqs_of_lines(lines: bytes, base_ms: int) -> list[int]:
@@ -204,6 +216,42 @@ def read_spool(directory: Path) -> list[SpooledRecord]:
         ]
 
     return asyncio.run(read())
+
+
+# -- a disk that fills up ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``, e.g. ``"1m"``) at ``path`` for the block.
+
+    Skips the test when mounting is not permitted (it needs root or CAP_SYS_ADMIN).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs (needs root): {mount.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        # Lazy: a child the test could not stop may still hold a file open in it.
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_disk(path: Path) -> int:
+    """Write ``path`` until its filesystem is full; return the bytes it took."""
+    written = 0
+    with path.open("wb", buffering=0) as f:
+        chunk = bytes(4096)
+        with contextlib.suppress(OSError):
+            while True:
+                written += f.write(chunk)
+    return written
 
 
 # -- the collector process --------------------------------------------------------------------
@@ -599,9 +647,23 @@ class Publisher:
 
 
 def numbered_stream(
-    prefix: str, numbers: Iterable[int], base_ms: int, *, pad_fields: int = 0
+    prefix: str,
+    numbers: Iterable[int],
+    base_ms: int,
+    *,
+    pad_fields: int = 0,
+    extra: Callable[[int], Mapping[str, object]] | None = None,
+    devices: int = DEVICES,
 ) -> Iterator[tuple[int, str, bytes]]:
-    """``(i, topic, payload)`` for each number, for `Publisher.start_stream`."""
+    """``(i, topic, payload)`` for each number, for `Publisher.start_stream`; ``extra(i)`` adds
+    fields to message ``i``."""
     for i in numbers:
-        topic, payload = numbered_message(prefix, i, base_ms, pad_fields=pad_fields)
+        topic, payload = numbered_message(
+            prefix,
+            i,
+            base_ms,
+            pad_fields=pad_fields,
+            extra=extra(i) if extra is not None else None,
+            devices=devices,
+        )
         yield i, topic, payload

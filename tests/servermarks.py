@@ -45,6 +45,8 @@ SERVER_FIXTURES: Final = frozenset(
         "alertmanager",
         # tests/parkwatch/test_secrets_never_shown.py: a broker with passwords of its own
         "secret_broker",
+        # tests/collector/adapters/test_influx_v1.py: an InfluxDB with tiny cardinality limits
+        "limited_influx",
         # tests/collector/test_delivery_faults.py: servers a test stops and restarts
         "own_influx",
         "own_broker",

@@ -13,7 +13,7 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.domain.write_precision import WritePrecision
 
 from collector.adapters.httpstatus import error_for_status
-from parkwatch.errors import SinkUnavailable
+from parkwatch.errors import SinkMissing, SinkUnavailable
 from parkwatch.settings import InfluxSettings
 
 __all__ = ["InfluxV2Sink"]
@@ -25,6 +25,8 @@ class InfluxV2Sink:
     def __init__(self, settings: InfluxSettings) -> None:
         self._settings = settings
         self.name = f"influxdb-v2 {settings.redacted_url()} bucket={settings.database}"
+        self.problem: str | None = None
+        """A missing bucket, as the last write found it (cleared by a successful write)."""
         self._client: InfluxDBClientAsync | None = None
 
     async def start(self) -> None:
@@ -42,6 +44,15 @@ class InfluxV2Sink:
         """Write lines; raise ``SinkUnavailable`` or ``SinkRejected``."""
         if self._client is None:
             raise SinkUnavailable("sink not started", target=self.name)
+        try:
+            await self._write(body)
+        except SinkMissing as exc:
+            self.problem = str(exc)
+            raise
+        self.problem = None
+
+    async def _write(self, body: bytes) -> None:
+        assert self._client is not None
         try:
             await self._client.write_api().write(
                 bucket=self._settings.database,

@@ -19,6 +19,15 @@ full_spool                             InfluxDB down until the 1 MiB spool is fu
 torn_spool_tail                        the spool's last record torn after a crash: only it lost
 fuzz                                   10 000+ bad payloads/topics: all dead-lettered, no crash
 batch_larger_than_the_spool            one batch bigger than the whole spool is still written
+full_spool_disk                        the spool's filesystem full (ENOSPC), InfluxDB down, a
+                                       restart: stop acking, keep running, recover
+database_dropped_under_load            ``DROP DATABASE`` mid-stream: created again, data arrives
+database_dropped_without_create        the same with ``create_database`` off: 503, loud, spooled
+mistyped_retention_policy              a policy that does not exist: clear error, 503, spooled
+partly_bad_batch                       real InfluxDB's partial write: good lines once, bad ones
+                                       dead-lettered (``rejected_by_sink``)
+field_type_conflicts                   10 % conflicting: no write request per message
+devices_beyond_a_series_limit          ``max-values-per-tag`` reached: ``series_limit``, learnt
 =====================================  =========================================================
 
 The collector runs as ``python -m parkwatch run`` (tests/faults.py), configured through
@@ -63,6 +72,7 @@ from tests.faults import (
     read_spool,
     scaled,
     seqs_of_lines,
+    small_disk,
     wait_until,
 )
 
@@ -1247,3 +1257,513 @@ def test_fuzzed_bad_input_is_dead_lettered_and_never_stops_the_collector(
     )
     assert publisher.disconnects == 0, "the broker dropped the publisher (an invalid topic?)"
     assert_drains_on_sigterm(collector)
+
+
+# -- 8. the spool's disk full ------------------------------------------------------------------
+
+DISK = 512 * 1024  # the tmpfs under the spool; spool.max_bytes stays at its 1 GiB default
+
+
+def test_full_spool_disk_stops_acking_survives_restarts_and_recovers(
+    mosquitto: Mosquitto,
+    own_influx: InfluxDB1,
+    rig: Rig,
+    counts: Counts,
+    tmp_path: Path,
+) -> None:
+    """InfluxDB down and the spool on a 512 KiB filesystem that fills (ENOSPC) long before
+    ``spool.max_bytes``: the collector stops acking (health 503 on the spool check, messages
+    left unacked) but keeps running, also across a ``kill -9`` and restart with the disk still
+    full (its spool gauges show the pending data at once); once InfluxDB is back every accepted
+    number is stored exactly once and the spool drains.
+    """
+    base_ms = first_number_ms()
+    per_line = line_bytes(rig.topic_prefix, base_ms)
+    total = max(scaled(2500), math.ceil(2 * DISK / per_line))
+    with small_disk(tmp_path / "disk", f"{DISK // 1024}k") as disk:
+        collector = rig.collector(
+            mosquitto, own_influx, DATABASE, PARKWATCH_SPOOL__DIRECTORY=str(disk / "spool")
+        )
+        publisher = rig.publish_padded_while_influx_is_down(
+            collector, mosquitto, own_influx, total, base_ms
+        )
+
+        def refusing(collector: CollectorProcess) -> bool:
+            return (
+                collector.metric("parkwatch_spool_errors_total", op="append") >= 1
+                and metric(collector, "parkwatch_spool_full") == 1
+                and health_is(collector, 503, spool=False)
+            )
+
+        wait_until(
+            lambda: refusing(collector),
+            timeout=WAIT_S,
+            what="the disk full: spool errors, spool_full 1, /healthz 503 on the spool check",
+            collector=collector,
+        )
+        samples = collector.metrics()
+        counts.update(
+            published=publisher.published,
+            accepted=publisher.accepted_count,
+            line_bytes=per_line,
+            spool_bytes_when_disk_full=int(samples["parkwatch_spool_bytes"]),
+            unacked_when_disk_full=int(samples["parkwatch_unacked_messages"]),
+            spool_detail=collector.health()[1]["checks"]["spool"]["detail"],
+        )
+        assert samples["parkwatch_unacked_messages"] > 0, "disk full but nothing left unacked"
+        assert "No space left on device" in str(counts["spool_detail"])
+
+        collector.kill()  # a restart finds the disk as full as it was
+        collector.start()
+        pending = metric(collector, "parkwatch_spool_bytes")
+        counts["spool_bytes_right_after_restart"] = int(pending)
+        assert pending > 0, "spool gauges read 0 after a restart while data is pending"
+        wait_until(
+            lambda: refusing(collector),
+            timeout=WAIT_S,
+            what="after the restart: still refusing, still running",
+            collector=collector,
+        )
+
+        own_influx.start()
+        wait_for_points(own_influx, DATABASE, total, collector, base_ms=base_ms, upto=total)
+        wait_until(
+            lambda: (
+                metric(collector, "parkwatch_spool_bytes") == 0
+                and metric(collector, "parkwatch_unacked_messages") == 0
+                and health_is(collector, 200, spool=True, sink=True)
+            ),
+            timeout=WAIT_S,
+            what="the spool drained, everything acked, /healthz 200",
+            collector=collector,
+        )
+        counts["replayed_points_after_restart"] = int(
+            metric(collector, "parkwatch_replayed_points_total")
+        )
+        assert_exactly_once(
+            own_influx,
+            DATABASE,
+            base_ms,
+            set(range(total)),
+            upto=total,
+            collector=collector,
+            counts=counts,
+        )
+        assert "Traceback" not in collector.log_text()
+        assert_drains_on_sigterm(collector)
+
+
+# -- 9. the database dropped, a retention policy mistyped ---------------------------------------
+
+
+def stored_once(influx: InfluxDB1, database: str, base_ms: int, upto: int) -> Counter[int]:
+    """How often each number is stored."""
+    return Counter(influx_seqs(influx, database, base_ms, upto))
+
+
+def test_database_dropped_under_load_is_created_again_and_the_data_arrives(
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    rig: Rig,
+    counts: Counts,
+) -> None:
+    """``DROP DATABASE`` while messages flow: the collector creates it again at the next write
+    (``influx.create_database``, on by default) and every number published after the drop is
+    stored exactly once (those written before it went with the database)."""
+    total = scaled(3000)
+    base_ms = first_number_ms()
+    collector = rig.collector(mosquitto, influxdb, influx_database)
+    collector.start()
+    collector.wait_subscribed()
+    publisher = rig.publisher(mosquitto)
+    publisher.start_stream(numbered_stream(rig.topic_prefix, range(total), base_ms), rate=RATE)
+    wait_until(
+        lambda: (
+            publisher.accepted_count >= total // 3 and influx_count(influxdb, influx_database) > 0
+        ),
+        timeout=WAIT_S,
+        what="a third of the stream published and points in InfluxDB",
+        collector=collector,
+    )
+    influxdb.drop_database(influx_database)
+    after_drop = publisher.published  # these were all published once the database was gone
+    publisher.join_stream()
+    publisher.wait_accepted(total)
+    expected = set(range(after_drop, total))
+    wait_until(
+        lambda: expected <= stored_once(influxdb, influx_database, base_ms, total).keys(),
+        timeout=WAIT_S,
+        what=f"the {len(expected)} numbers published after the drop in InfluxDB",
+        collector=collector,
+    )
+    stored = stored_once(influxdb, influx_database, base_ms, total)
+    counts.update(
+        published=total,
+        published_after_drop=len(expected),
+        stored=sum(stored.values()),
+        database_not_found=int(
+            collector.metric("parkwatch_write_errors_total", kind="database_not_found")
+        ),
+    )
+    assert set(stored) <= set(range(total))
+    assert [seq for seq, n in stored.items() if n > 1] == []
+    assert "created it again" in collector.log_text()
+    assert health_is(collector, 200, sink=True)
+    assert_drains_on_sigterm(collector)
+
+
+def test_database_dropped_without_create_database_is_reported_until_it_is_created(
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    rig: Rig,
+    counts: Counts,
+) -> None:
+    """With ``influx.create_database`` off, a dropped database is loud: /healthz 503 on the sink
+    check while InfluxDB still answers its ping, an ERROR line again and again, a metric; the
+    data is spooled, and written once an operator creates the database."""
+    base_ms = first_number_ms()
+    first, total = 200, scaled(1000)
+    collector = rig.collector(
+        mosquitto,
+        influxdb,
+        influx_database,
+        PARKWATCH_INFLUX__CREATE_DATABASE="false",
+        PARKWATCH_WRITER__FAILURE_LOG_INTERVAL_S="0.3",
+    )
+    collector.start()
+    collector.wait_subscribed()
+    publisher = rig.publisher(mosquitto)
+    publisher.publish_many(numbered_stream(rig.topic_prefix, range(first), base_ms))
+    wait_for_points(influxdb, influx_database, first, collector, base_ms=base_ms, upto=first)
+    influxdb.drop_database(influx_database)
+    publisher.publish_many(numbered_stream(rig.topic_prefix, range(first, total), base_ms))
+    publisher.wait_accepted(total)
+
+    def reported() -> bool:
+        _, body = collector.health()
+        sink = body["checks"]["sink"]
+        errors = collector.log_text().count("failing for")
+        missing = f"database {influx_database!r} (influx.database) does not exist"
+        return not sink["ok"] and missing in sink["detail"] and errors >= 3
+
+    wait_until(
+        lambda: reported() and health_is(collector, 503, sink=False),
+        timeout=WAIT_S,
+        what="/healthz 503 naming the missing database, and the error repeated in the log",
+        collector=collector,
+    )
+    samples = collector.metrics()
+    counts.update(
+        sink_detail=collector.health()[1]["checks"]["sink"]["detail"],
+        error_lines=collector.log_text().count("failing for"),
+        database_not_found=int(samples['parkwatch_write_errors_total{kind="database_not_found"}']),
+        spooled_batches=int(samples["parkwatch_spooled_batches_total"]),
+    )
+    assert samples["parkwatch_spooled_batches_total"] >= 1  # kept, not lost
+    assert samples["parkwatch_writes_failing_seconds"] > 0
+
+    influxdb.create_database(influx_database)
+    expected = set(range(first, total))
+    wait_until(
+        lambda: expected <= stored_once(influxdb, influx_database, base_ms, total).keys(),
+        timeout=WAIT_S,
+        what="the numbers published after the drop in InfluxDB",
+        collector=collector,
+    )
+    assert_exactly_once(
+        influxdb, influx_database, base_ms, expected, upto=total, collector=collector, counts=counts
+    )
+    wait_until(
+        lambda: health_is(collector, 200, sink=True),
+        timeout=WAIT_S,
+        what="/healthz 200 once the database exists again",
+        collector=collector,
+    )
+    assert_drains_on_sigterm(collector)
+
+
+def test_mistyped_retention_policy_is_a_clear_error_and_health_503_until_it_exists(
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    rig: Rig,
+    counts: Counts,
+) -> None:
+    """``influx.retention_policy`` names a policy the database does not have: a clear ERROR at
+    start naming the setting and the policies that exist, /healthz 503 on the sink check (before
+    any data, and while data is spooled); written once the policy exists."""
+    total = scaled(500)
+    base_ms = first_number_ms()
+    collector = rig.collector(
+        mosquitto, influxdb, influx_database, PARKWATCH_INFLUX__RETENTION_POLICY="autogne"
+    )
+    collector.start()
+    clear = (
+        f"retention policy 'autogne' (influx.retention_policy) does not exist on database "
+        f"{influx_database!r}; it has autogen"
+    )
+    wait_until(
+        lambda: clear in collector.log_text() and health_is(collector, 503, sink=False),
+        timeout=WAIT_S,
+        what="the clear error at start and /healthz 503 on the sink check",
+        collector=collector,
+    )
+    collector.wait_subscribed()
+    publisher = rig.publisher(mosquitto)
+    publisher.publish_many(numbered_stream(rig.topic_prefix, range(total), base_ms))
+    publisher.wait_accepted(total)
+    wait_until(
+        lambda: (
+            collector.metric("parkwatch_write_errors_total", kind="retention_policy_not_found") >= 1
+            and metric(collector, "parkwatch_spooled_batches_total") >= 1
+            and health_is(collector, 503, sink=False)
+        ),
+        timeout=WAIT_S,
+        what="writes failing on the missing policy, data spooled, /healthz still 503",
+        collector=collector,
+    )
+    counts.update(
+        sink_detail=collector.health()[1]["checks"]["sink"]["detail"],
+        accepted=publisher.accepted_count,
+    )
+    influxdb.query(
+        influx_database,
+        f'CREATE RETENTION POLICY "autogne" ON "{influx_database}" DURATION INF REPLICATION 1 '
+        "DEFAULT",  # the default, so the checks below read it
+    )
+    wait_for_points(influxdb, influx_database, total, collector, base_ms=base_ms, upto=total)
+    assert_exactly_once(
+        influxdb,
+        influx_database,
+        base_ms,
+        set(range(total)),
+        upto=total,
+        collector=collector,
+        counts=counts,
+    )
+    wait_until(
+        lambda: health_is(collector, 200, sink=True),
+        timeout=WAIT_S,
+        what="/healthz 200 once the policy exists",
+        collector=collector,
+    )
+    assert_drains_on_sigterm(collector)
+
+
+# -- 10. lines InfluxDB refuses ------------------------------------------------------------------
+
+
+def dead_letter_seqs(collector: CollectorProcess, base_ms: int) -> Counter[tuple[str, int]]:
+    """``(reason, number)`` of every dead-lettered line (read from its timestamp)."""
+    return Counter(
+        (str(record["reason"]), seq)
+        for record in dead_letter_records(collector.deadletter_path)
+        for seq in seqs_of_lines(str(record["payload"]).encode(), base_ms)
+    )
+
+
+def request_counts(collector: CollectorProcess) -> dict[str, int]:
+    """Write requests sent, written (204) and refused (400), from the collector's metrics."""
+    samples = collector.metrics()
+    return {
+        "requests": int(samples["parkwatch_write_requests_total"]),
+        "written": int(samples["parkwatch_write_duration_seconds_count"]),
+        "refused": int(samples['parkwatch_write_errors_total{kind="rejected"}']),
+    }
+
+
+def test_a_partly_bad_batch_is_written_except_its_bad_lines_against_real_influxdb(
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    rig: Rig,
+    counts: Counts,
+) -> None:
+    """Real InfluxDB 1.x stores the good lines of a partly bad batch and still answers 400. A
+    batch with a field-type-conflicting line and a line older than the retention policy: the
+    good points are stored exactly once, the two bad ones dead-lettered as ``rejected_by_sink``
+    (the conflict through the learnt type, the other through bisection)."""
+    total, conflicting, too_old = 100, 37, 71
+    base_ms = first_number_ms()
+    influxdb.query(
+        influx_database,
+        f'CREATE RETENTION POLICY "hour" ON "{influx_database}" DURATION 1h REPLICATION 1 DEFAULT',
+    )
+    collector = rig.collector(
+        mosquitto, influxdb, influx_database, PARKWATCH_WRITER__FLUSH_INTERVAL_S="1"
+    )
+    collector.start()
+    collector.wait_subscribed()
+    publisher = rig.publisher(mosquitto)
+    publisher.publish_many(
+        numbered_stream(rig.topic_prefix, [0], base_ms, extra=lambda i: {"mode": 0.5})
+    )
+    wait_for_points(influxdb, influx_database, 1, collector, base_ms=base_ms, upto=1)
+
+    def message(i: int) -> tuple[int, str, bytes]:
+        extra: dict[str, object] = {"mode": i % 7 + 0.5}
+        if i == conflicting:
+            extra["mode"] = True  # the database holds a float
+        # 2 h old: inside the collector's clock-skew window, outside the 1 h policy.
+        ts = base_ms + i - 7_200_000 if i == too_old else base_ms + i
+        topic, payload = numbered_message(rig.topic_prefix, i, base_ms, extra=extra)
+        return i, topic, orjson.dumps({**orjson.loads(payload), "ts": ts})
+
+    publisher.publish_many(message(i) for i in range(1, total))
+    publisher.wait_accepted(total)
+    good = set(range(total)) - {conflicting, too_old}
+    wait_until(
+        lambda: len(dead_letter_seqs(collector, base_ms)) == 2,
+        timeout=WAIT_S,
+        what="two dead letters",
+        collector=collector,
+    )
+    wait_for_points(influxdb, influx_database, len(good), collector, base_ms=base_ms, upto=total)
+    dead = dead_letter_seqs(collector, base_ms)
+    counts.update(dead_letters=dict(dead), **request_counts(collector))
+    assert dead == Counter(
+        {
+            (Reason.REJECTED_BY_SINK, conflicting): 1,
+            (Reason.REJECTED_BY_SINK, too_old - 7_200_000): 1,
+        }
+    )
+    assert_exactly_once(
+        influxdb, influx_database, base_ms, good, upto=total, collector=collector, counts=counts
+    )
+    assert collector.metric("parkwatch_dead_letters_total", reason=Reason.REJECTED_BY_SINK) == 2
+    assert_drains_on_sigterm(collector)
+
+
+CONFLICT_EVERY = 10  # one message in ten gives the field another type
+
+
+def test_field_type_conflicts_cost_no_write_request_per_message(
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    rig: Rig,
+    counts: Counts,
+) -> None:
+    """10 % of the messages give field ``mode`` another type than InfluxDB holds. Once the
+    first refusal has taught the writer the type, conflicting lines are dead-lettered before the
+    write: at most one refused request per worker in all (bisection, before, made one or more
+    per conflicting message), every good number stored once, every conflicting one
+    dead-lettered once."""
+    total = scaled(3000)
+    base_ms = first_number_ms()
+    collector = rig.collector(mosquitto, influxdb, influx_database)
+    collector.start()
+    collector.wait_subscribed()
+    publisher = rig.publisher(mosquitto)
+    publisher.publish_many(
+        numbered_stream(rig.topic_prefix, [0], base_ms, extra=lambda i: {"mode": 0.5})
+    )
+    wait_for_points(influxdb, influx_database, 1, collector, base_ms=base_ms, upto=1)
+
+    def mode(i: int) -> dict[str, object]:
+        return {"mode": True if i % CONFLICT_EVERY == 0 else i % 7 + 0.5}
+
+    publisher.publish_many(numbered_stream(rig.topic_prefix, range(1, total), base_ms, extra=mode))
+    publisher.wait_accepted(total)
+    conflicting = {i for i in range(1, total) if i % CONFLICT_EVERY == 0}
+    good = set(range(total)) - conflicting
+    wait_for_points(influxdb, influx_database, len(good), collector, base_ms=base_ms, upto=total)
+    wait_until(
+        lambda: len(dead_letter_seqs(collector, base_ms)) >= len(conflicting),
+        timeout=WAIT_S,
+        what=f"{len(conflicting)} dead letters",
+        collector=collector,
+    )
+    requests = request_counts(collector)
+    counts.update(conflicting=len(conflicting), **requests)
+    assert dead_letter_seqs(collector, base_ms) == Counter(
+        {(Reason.REJECTED_BY_SINK, i): 1 for i in conflicting}
+    )
+    assert_exactly_once(
+        influxdb, influx_database, base_ms, good, upto=total, collector=collector, counts=counts
+    )
+    # Both workers may meet the conflict before either has learnt from it: two, at most.
+    assert requests["refused"] <= 2, requests
+    assert requests["requests"] == requests["written"] + requests["refused"], requests
+    assert_drains_on_sigterm(collector)
+
+
+SERIES_DEVICES, ALLOWED_DEVICES = 48, 32  # max-values-per-tag = 32: devices m32..m47 refused
+
+
+def test_devices_beyond_a_series_limit_are_dead_lettered_as_series_limit_once_learnt(
+    mosquitto: Mosquitto,
+    rig: Rig,
+    counts: Counts,
+    tmp_path: Path,
+) -> None:
+    """InfluxDB with ``max-values-per-tag = 32`` and 48 devices: the 16 new ones are refused.
+    Their messages are dead-lettered with reason ``series_limit`` and an operator hint in the
+    log; once learnt, a device's later messages cost no write request (before: bisection on
+    every batch, a request or more per message)."""
+    options = {"max-values-per-tag": ALLOWED_DEVICES}
+    with InfluxDB1(tmp_path / "influxdb", data_options=options) as influx:
+        influx.create_database(DATABASE)
+        base_ms = first_number_ms()
+        rounds = scaled(20)
+        learn_until = ALLOWED_DEVICES + SERIES_DEVICES * rounds
+        total = learn_until + SERIES_DEVICES * rounds
+        collector = rig.collector(mosquitto, influx, DATABASE)
+        collector.start()
+        collector.wait_subscribed()
+        publisher = rig.publisher(mosquitto)
+
+        def stream(numbers: range) -> None:
+            publisher.publish_many(
+                numbered_stream(rig.topic_prefix, numbers, base_ms, devices=SERIES_DEVICES)
+            )
+            publisher.wait_accepted(numbers.stop)
+
+        def refused(i: int) -> bool:
+            return i % SERIES_DEVICES >= ALLOWED_DEVICES
+
+        def settled(upto: int) -> None:
+            good = sum(not refused(i) for i in range(upto))
+            wait_for_points(influx, DATABASE, good, collector, base_ms=base_ms, upto=upto)
+            wait_until(
+                lambda: (
+                    len(dead_letter_seqs(collector, base_ms)) == upto - good
+                    and metric(collector, "parkwatch_unacked_messages") == 0
+                ),
+                timeout=WAIT_S,
+                what=f"{upto - good} dead letters, everything acked",
+                collector=collector,
+            )
+
+        stream(range(ALLOWED_DEVICES))  # m0..m31 take the 32 tag values, in this order
+        settled(ALLOWED_DEVICES)
+        stream(range(ALLOWED_DEVICES, learn_until))
+        settled(learn_until)
+        learning = request_counts(collector)
+        stream(range(learn_until, total))
+        settled(total)
+        learnt = request_counts(collector)
+        after = {key: learnt[key] - learning[key] for key in learnt}
+        counts.update(
+            messages=total,
+            refused_messages=sum(map(refused, range(total))),
+            requests_while_learning=learning,
+            requests_once_learnt=after,
+        )
+        assert after["refused"] == 0, after  # every refused device was remembered
+        expected_dead = Counter({(Reason.SERIES_LIMIT, i): 1 for i in range(total) if refused(i)})
+        assert dead_letter_seqs(collector, base_ms) == expected_dead
+        assert_exactly_once(
+            influx,
+            DATABASE,
+            base_ms,
+            {i for i in range(total) if not refused(i)},
+            upto=total,
+            collector=collector,
+            counts=counts,
+        )
+        assert "max-values-per-tag" in collector.log_text()
+        assert "influxdb.conf" in collector.log_text()  # the operator hint
+        assert_drains_on_sigterm(collector)

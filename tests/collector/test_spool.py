@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from collector.spool import Spool, SpoolPosition, SpoolRecord
 from parkwatch.errors import SpoolError, SpoolFull
+from tests.faults import fill_disk, small_disk
 
 HEADER = 12  # bytes of record header on disk: magic, length, crc32
 WAIT = 10.0  # seconds an awaited event may take before the test fails
@@ -196,8 +197,9 @@ def test_a_failed_write_fails_its_appends_and_is_never_written_after(directory: 
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.split("\n")[:2] == ["failed 8000", "failed 11000"]
-    # Segment 1 holds five good records and a torn tail; 2 was created by a failing batch and
-    # removed; the next record started segment 3 rather than follow the garbage in 1.
+    # Segment 1 holds five good records, cut back to them after the failed batch (no torn tail,
+    # no space taken on a full disk); 2 was created by a failing batch and removed; the next
+    # record started segment 3 rather than append to a segment whose tail failed.
     names = [p.name for p in segment_files(directory)]
     assert names == ["0000000000000001.seg", "0000000000000003.seg"]
 
@@ -207,7 +209,7 @@ def test_a_failed_write_fails_its_appends_and_is_never_written_after(directory: 
 
     recovered, corrupt_tails = asyncio.run(recover())
     assert [p[:5] for p in recovered] == [b"ok %d " % i for i in range(6)]
-    assert corrupt_tails == 1
+    assert corrupt_tails == 0
 
 
 @pytest.mark.parametrize(("keep", "problem"), [(5, "short header"), (50, "short payload")])
@@ -305,6 +307,62 @@ async def test_spool_full_at_the_bound_writes_nothing(directory: Path) -> None:
         assert results[0] is None
         assert isinstance(results[1], SpoolFull)
         assert await payloads(spool) == [payload(1), payload(2), payload(4)]
+
+
+async def fill_spool(spool: Spool, size: int) -> int:
+    """Append ``size``-byte records until the disk refuses one; return how many it took."""
+    count = 0
+    while True:
+        try:
+            await spool.append(payload(count, size))
+        except SpoolError as exc:
+            error = str(exc)
+            break
+        count += 1
+    assert "No space left on device" in error
+    return count
+
+
+async def test_a_full_disk_fails_appends_but_commits_go_on_and_free_the_space(
+    tmp_path: Path,
+) -> None:
+    # A real full filesystem (ENOSPC), not the spool's own bound: max_bytes is far away.
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        directory = disk / "spool"
+        async with Spool(directory, max_bytes=BIG, segment_bytes=2**16) as spool:
+            appended = await fill_spool(spool, 8000)
+            assert appended > 5
+            fill_disk(disk / "filler")  # not even room for the cursor now
+            records = await read_all(spool)
+            assert [r.payload for r in records] == [payload(i, 8000) for i in range(appended)]
+
+            durable = [await spool.commit(record.position) for record in records]
+            assert durable[0] is False  # the cursor could not be written...
+            assert spool.empty()  # ...yet the records count as replayed,
+            assert segment_files(directory) == []  # so their segments went, freeing the disk,
+            assert durable[-1] is True  # and then the cursor could be written.
+            (disk / "filler").unlink()
+            await spool.append(b"after the disk was full")
+        async with Spool(directory, max_bytes=BIG) as reopened:
+            assert await payloads(reopened) == [b"after the disk was full"]
+            assert reopened.stats.corrupt_tails == 0
+
+
+async def test_a_cursor_the_full_disk_refused_is_written_at_close(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        directory = disk / "spool"
+        async with Spool(directory, max_bytes=BIG, segment_bytes=2**20) as spool:
+            appended = await fill_spool(spool, 8000)
+            filler = disk / "filler"
+            fill_disk(filler)
+            records = await read_all(spool)
+            # The segment still holds records to replay: it stays, so does the full disk, and
+            # the cursor is kept in memory.
+            assert await spool.commit(records[1].position) is False
+            filler.unlink()
+        async with Spool(directory, max_bytes=BIG) as reopened:
+            # Had close not written the cursor, records 0 and 1 would be replayed again.
+            assert await payloads(reopened) == [payload(i, 8000) for i in range(2, appended)]
 
 
 async def test_segments_roll_over_and_consumed_ones_are_deleted(directory: Path) -> None:

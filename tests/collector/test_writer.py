@@ -19,12 +19,22 @@ from tenacity import AsyncRetrying
 from collector.deadletter import DeadLetterFile, run_dead_letters
 from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
+from collector.refusals import field_types, series_key
 from collector.sink import Sink
+from collector.sinkwriter import SinkWriter
 from collector.spool import Spool
 from collector.writer import Batch, Writer
-from parkwatch.errors import SinkRejected, SinkUnavailable, SpoolFull
+from parkwatch.errors import (
+    FieldTypeConflict,
+    SinkMissing,
+    SinkRejected,
+    SinkUnavailable,
+    SpoolError,
+    SpoolFull,
+)
 from parkwatch.points import NO_TICKET, Point
 from parkwatch.settings import DeadLetterSettings, WriterSettings
+from tests.faults import fill_disk, small_disk
 from tests.helpers import until
 
 BASE_MS = 1_700_000_000_000
@@ -35,6 +45,7 @@ class FakeSink:
     """A ``Sink`` whose answers are scripted: queued failures first, then down or up."""
 
     name = "fake-sink"
+    problem: str | None = None
 
     def __init__(self, *, rejects: Callable[[str], bool] = lambda line: False) -> None:
         self.failures: list[Exception] = []
@@ -127,16 +138,16 @@ def make_writer(
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Make the writer's retry waits instant and record how long each would have been."""
     recorded: list[float] = []
-    original = Writer._retrying
+    original = SinkWriter.retrying
 
     async def fake_sleep(seconds: float) -> None:
         recorded.append(seconds)
         await asyncio.sleep(0)  # still yield, as a real wait would
 
-    def retrying(self: Writer, attempts: int | None = -1) -> AsyncRetrying:
+    def retrying(self: SinkWriter, attempts: int | None = -1) -> AsyncRetrying:
         return original(self, attempts).copy(sleep=fake_sleep)
 
-    monkeypatch.setattr(Writer, "_retrying", retrying)
+    monkeypatch.setattr(SinkWriter, "retrying", retrying)
     return recorded
 
 
@@ -581,3 +592,232 @@ async def test_a_full_spool_logs_one_error_per_episode_not_one_per_batch(
     assert len(errors) == 2
     assert all("not acking" in message for message in errors)
     assert sorted(settled.tickets) == list(range(24))
+
+
+# -- the spool refusing batches: held, counted per batch -------------------------------------------
+
+
+async def test_a_small_batch_spooled_while_a_large_one_is_held_keeps_the_spool_full_signal(
+    sleeps: list[float], tmp_path: Path
+) -> None:
+    sink, settled, metrics = FakeSink(), Settled(), Metrics()
+    sink.down = True
+    large, small = make_points(40), make_points(2, start=40)
+    room = 12 + len(body_of(small)) + 8  # the small batch fits the spool, the large one never
+    async with Spool(tmp_path / "small-spool", max_bytes=room) as tight:
+        writer = make_writer(sink, settled, spool=tight, metrics=metrics, retry_max_attempts=2)
+        async with running(writer.run_worker(), writer.run_worker()) as workers:
+            await writer.batches.put(Batch(large))
+            await until(lambda: writer.spool_full, what="large batch held", alive=workers[0])
+            await writer.batches.put(Batch(small))
+            await until(lambda: tight.stats.records == 1, what="small batch spooled")
+            await until(lambda: settled.tickets == [40, 41], what="small batch acked")
+            # The large batch is still held and unacked: the signal must stay on.
+            assert writer.spool_full
+            assert writer.spool_problem == "full: not acking"
+            assert sample(metrics, "parkwatch_spool_full") == 1
+
+            sink.down = False
+            await until(lambda: len(settled.tickets) == 42, what="held batch written")
+    assert not writer.spool_full
+    assert sample(metrics, "parkwatch_spool_full") == 0
+
+
+async def test_spool_gauges_show_pending_data_from_the_start(tmp_path: Path) -> None:
+    async with Spool(tmp_path / "spool", max_bytes=2**20) as spool:
+        await spool.append(body_of(make_points(3)))
+        await spool.append(body_of(make_points(3, start=3)))
+    # A restart with data pending and the database still down: nothing appended or replayed.
+    async with Spool(tmp_path / "spool", max_bytes=2**20) as reopened:
+        metrics = Metrics()
+        make_writer(FakeSink(), Settled(), spool=reopened, metrics=metrics)
+        assert sample(metrics, "parkwatch_spool_bytes") == reopened.stats.bytes > 0
+        assert sample(metrics, "parkwatch_spool_segments") == 1
+
+
+async def test_a_full_disk_under_the_spool_holds_the_batch_instead_of_killing_the_worker(
+    sleeps: list[float], tmp_path: Path
+) -> None:
+    sink, settled, metrics = FakeSink(), Settled(), Metrics()
+    sink.down = True
+    batch = make_points(200)
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        async with Spool(disk / "spool", max_bytes=2**30) as spool:
+            fill_disk(disk / "filler")
+            writer = make_writer(sink, settled, spool=spool, metrics=metrics, retry_max_attempts=1)
+            async with running(writer.run_worker()) as (worker,):
+                await writer.batches.put(Batch(batch))
+                await until(lambda: writer.spool_full, what="batch held", alive=worker)
+                assert "No space left on device" in (writer.spool_problem or "")
+                assert settled.tickets == []  # held: not acked
+                assert sample(metrics, "parkwatch_spool_errors_total", op="append") >= 1
+                sink.down = False
+                await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert settled.tickets == list(range(200))
+    assert sink.written == [body_of(batch)]
+    assert not writer.spool_full
+
+
+async def test_the_replayer_drains_a_spool_whose_disk_is_full(
+    sleeps: list[float], tmp_path: Path
+) -> None:
+    sink, metrics = FakeSink(), Metrics()
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        async with Spool(disk / "spool", max_bytes=2**30) as spool:
+            bodies: list[bytes] = []
+            with contextlib.suppress(SpoolError):
+                while True:
+                    body = body_of(make_points(100, start=100 * len(bodies)))
+                    await spool.append(body)
+                    bodies.append(body)
+            fill_disk(disk / "filler")  # no room left even for the cursor
+            writer = make_writer(sink, Settled(), spool=spool, metrics=metrics)
+            points = 100 * len(bodies)
+            async with running(writer.run_replayer()) as (replayer,):
+                # Not spool.empty(): it turns true inside the last commit, before the replayer
+                # has counted anything.
+                await until(
+                    lambda: sample(metrics, "parkwatch_points_written_total") == points,
+                    what="every spooled point written",
+                    alive=replayer,
+                )
+            assert spool.empty()
+    assert sink.written == bodies
+    assert sample(metrics, "parkwatch_spool_errors_total", op="commit") >= 1
+
+
+# -- what the database refuses is learnt ----------------------------------------------------------
+
+
+class TypedFakeSink(FakeSink):
+    """Refuses as InfluxDB 1.x does: lines that give a stored field another type, and lines of
+    series in ``refused_series``; stores the other lines of the request all the same (partial
+    write) and names the first conflict and the number dropped in the error."""
+
+    def __init__(self, stored: dict[tuple[str, str], str]) -> None:
+        super().__init__()
+        self.stored = stored
+        self.refused_series: set[str] = set()
+        self.requests = 0
+
+    async def write(self, body: bytes) -> None:
+        """Store the acceptable lines; raise like InfluxDB if any was refused."""
+        self.requests += 1
+        conflicts: list[FieldTypeConflict] = []
+        limited = 0
+        good = []
+        for line in body.decode().split("\n"):
+            measurement = line.split(",", 1)[0]
+            if series_key(line) in self.refused_series:
+                limited += 1
+                continue
+            clash = [
+                FieldTypeConflict(measurement, name, self.stored[measurement, name])
+                for name, kind in field_types(line).items()
+                if self.stored.get((measurement, name), kind) != kind
+            ]
+            if clash:
+                conflicts.append(clash[0])
+            else:
+                good.append(line)
+        if good:
+            self.written.append("\n".join(good).encode())
+        if conflicts or limited:
+            raise SinkRejected(
+                f"HTTP 400: partial write dropped={len(conflicts) + limited}",
+                status=400,
+                dropped=len(conflicts) + limited,
+                conflict=conflicts[0] if conflicts else None,
+                limit=None if conflicts else "max-values-per-tag",
+            )
+
+
+def mode_points(count: int, *, start: int = 0, every: int = 10) -> list[Point]:
+    """Points with a float field ``mode``; every ``every``-th one gives it as a boolean."""
+    points = []
+    for ticket in range(start, start + count):
+        value = "true" if ticket % every == 0 else f"{ticket}.5"
+        line = f"m,device=d-{ticket % 3},park=p mode={value} {BASE_MS + ticket}"
+        points.append(Point("p", "m", f"d-{ticket % 3}", BASE_MS, {}, line, ticket))
+    return points
+
+
+async def test_a_learnt_field_type_takes_every_conflicting_line_out_before_the_write(
+    sleeps: list[float],
+) -> None:
+    sink, settled, metrics = TypedFakeSink({("m", "mode"): "float"}), Settled(), Metrics()
+    dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    writer = make_writer(sink, settled, dead=dead, metrics=metrics)
+    first, second = mode_points(200), mode_points(200, start=200)
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(first))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+        # One refusal taught the type: the 20 conflicting lines went out at once, not by
+        # bisection (which costs ~2 log2(200) requests per bad line).
+        assert sink.requests == 2
+        await writer.batches.put(Batch(second))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert sink.requests == 3  # the second batch: screened, written in one request
+    letters = [dead.get_nowait() for _ in range(dead.qsize())]
+    assert sorted(letter.ticket for letter in letters) == list(range(0, 400, 10))
+    assert {letter.reason for letter in letters} == {Reason.REJECTED_BY_SINK}
+    assert "holds float" in letters[-1].detail
+    assert sorted(settled.tickets) == [t for t in range(400) if t % 10]
+    assert sample(metrics, "parkwatch_write_requests_total") == 3
+    assert sample(metrics, "parkwatch_points_written_total") == 360
+
+
+async def test_a_series_refused_by_a_limit_is_remembered_and_a_refused_request_not_bisected(
+    sleeps: list[float],
+) -> None:
+    sink, metrics = TypedFakeSink({}), Metrics()
+    dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    writer = make_writer(sink, Settled(), dead=dead, metrics=metrics)
+    new_device = [p for p in make_points(30) if p.device == "d-1"]
+    sink.refused_series = {series_key(new_device[0].line)}
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(new_device))  # every line refused: no bisecting
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+        assert sink.requests == 1
+        await writer.batches.put(Batch(make_points(30, start=30)))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+        # The series was refused whole, so it is remembered: its lines never reach the sink.
+        assert sink.requests == 2
+    letters = [dead.get_nowait() for _ in range(dead.qsize())]
+    assert len(letters) == 20
+    assert {letter.reason for letter in letters} == {Reason.SERIES_LIMIT}
+    assert sample(metrics, "parkwatch_write_errors_total", kind="rejected") == 1
+
+
+# -- writes failing: health, metrics and logs ------------------------------------------------------
+
+
+async def test_failing_writes_are_reported_until_one_succeeds_and_logged_once_per_interval(
+    sleeps: list[float], spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink, settled, metrics = FakeSink(), Settled(), Metrics()
+    missing = SinkMissing("HTTP 404: database not found", what="database", status=404)
+    sink.failures = [missing] * 6
+    writer = make_writer(
+        sink, settled, spool=spool, metrics=metrics, retry_max_attempts=2,
+        failure_log_interval_s=3600,
+    )  # fmt: skip
+    caplog.set_level(logging.INFO, logger="collector.sinkwriter")
+    assert writer.write_failure is None
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(make_points(3)))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+    assert spool.stats.records == 1
+    assert "writes failing for" in (writer.write_failure or "")
+    assert "database not found" in (writer.write_failure or "")
+    assert sample(metrics, "parkwatch_sink_up") == 0
+    async with running(writer.run_replayer()) as (replayer,):
+        await until(spool.empty, what="replayed once the database is back", alive=replayer)
+    assert writer.write_failure is None
+    assert sample(metrics, "parkwatch_writes_failing_seconds") == 0
+    assert sample(metrics, "parkwatch_write_errors_total", kind="database_not_found") == 6
+    failing = [r for r in caplog.records if "failing for" in r.getMessage()]
+    assert len(failing) == 1  # six failures, one line: the interval is an hour
+    assert failing[0].levelno == logging.ERROR
+    assert "create_database" in failing[0].getMessage()  # the hint for a missing database
+    assert any("succeed again" in r.getMessage() for r in caplog.records)

@@ -190,6 +190,45 @@ async def test_health_and_metrics_endpoints(
         assert name in text, name
 
 
+async def test_a_spool_that_cannot_be_opened_degrades_health_but_not_the_collector(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    topic_prefix: str,
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the spool directory should be")
+    settings = collector_settings(
+        tmp_path,
+        mosquitto,
+        influxdb,
+        influx_database,
+        topic_prefix,
+        spool={"directory": blocker / "spool"},
+    )
+    async with running_collector(settings) as (collector, running):
+        now_ms = int(time.time() * 1000)
+        topic = f"{topic_prefix}/p/microgrid/m-1/telemetry"
+        messages = [(topic, orjson.dumps({"ts": now_ms - n, "pv_kw": 1.5})) for n in range(20)]
+        await asyncio.to_thread(publish_all, mosquitto, messages)
+        written = collector.metrics.points_written
+        await until(lambda: written._value.get() == 20, what="20 points written", alive=running)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{collector.http_port}/healthz") as response,
+        ):
+            health = await response.json()
+        spool_errors = collector.metrics.registry.get_sample_value(
+            "parkwatch_spool_errors_total", {"op": "open"}
+        )
+    assert response.status == 503, health
+    assert health["checks"]["spool"]["ok"] is False
+    assert "could not be opened, running without it" in health["checks"]["spool"]["detail"]
+    assert health["checks"]["sink"]["ok"] is True
+    assert spool_errors == 1
+
+
 async def test_the_v2_write_path_end_to_end_into_victoriametrics(
     tmp_path: Path,
     mosquitto: Mosquitto,
@@ -295,6 +334,7 @@ class HeldSink:
     """A ``Sink`` whose writes wait until ``release`` is set: nothing is written or acked."""
 
     name = "held-sink"
+    problem: str | None = None
 
     def __init__(self) -> None:
         self.release = asyncio.Event()

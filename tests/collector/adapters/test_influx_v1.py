@@ -5,14 +5,16 @@ behind a reverse proxy, and credentials in the URL against an InfluxDB with auth
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from collector.adapters.influx_v1 import InfluxV1Sink
-from parkwatch.errors import SinkRejected, SinkUnavailable
+from parkwatch.errors import FieldTypeConflict, SinkMissing, SinkRejected, SinkUnavailable
 from parkwatch.localservers import InfluxDB1, free_port
 from parkwatch.settings import InfluxSettings
 from tests.helpers import until
@@ -113,6 +115,53 @@ async def test_a_field_type_conflict_is_refused_with_status_400(
 
 
 @pytest.mark.servers
+async def test_a_partial_write_names_the_conflict_and_the_lines_dropped(
+    influxdb: InfluxDB1, influx_database: str
+) -> None:
+    async with started(influxdb.url, influx_database) as sink:
+        await sink.write(f"conflict,device=d x=1i {BASE_MS}".encode())
+        body = "\n".join(
+            [
+                f"conflict,device=d x=2.5 {BASE_MS + 1}",
+                f"conflict,device=d x=3i {BASE_MS + 2}",
+                f'conflict,device=d x="s" {BASE_MS + 3}',
+            ]
+        )
+        with pytest.raises(SinkRejected) as caught:
+            await sink.write(body.encode())
+    assert caught.value.conflict == FieldTypeConflict("conflict", "x", "integer")
+    assert caught.value.dropped == 2
+    assert caught.value.limit is None
+    # InfluxDB 1.x stored the good line of the refused request all the same.
+    assert [row["x"] for row in influxdb.query(influx_database, "SELECT x FROM conflict")] == [1, 3]
+
+
+@pytest.fixture
+def limited_influx(tmp_path: Path) -> Iterator[InfluxDB1]:
+    """An InfluxDB with tiny cardinality limits: 5 series per database, 3 values per tag."""
+    options = {"max-series-per-database": 5, "max-values-per-tag": 3}
+    with InfluxDB1(tmp_path / "influxdb", data_options=options) as server:
+        server.create_database("limited")
+        yield server
+
+
+@pytest.mark.servers
+async def test_cardinality_limits_are_named_in_the_refusal(limited_influx: InfluxDB1) -> None:
+    async with started(limited_influx.url, "limited") as sink:
+        await sink.write(b"m,device=a v=1 1\nm,device=b v=1 1\nm,device=c v=1 1")
+        with pytest.raises(SinkRejected) as per_tag:
+            await sink.write(b"m,device=a v=2 2\nm,device=d v=1 1")
+        await sink.write(b"n,x=1 v=1 1\nn,x=2 v=1 1")  # five series now
+        with pytest.raises(SinkRejected) as per_database:
+            await sink.write(b"o v=1 1\np v=1 1")
+    assert per_tag.value.limit == "max-values-per-tag"
+    assert per_tag.value.dropped == 1
+    assert per_tag.value.conflict is None
+    assert per_database.value.limit == "max-series-per-database"
+    assert per_database.value.dropped == 2
+
+
+@pytest.mark.servers
 async def test_an_unparsable_line_is_refused_with_status_400(
     influxdb: InfluxDB1, influx_database: str
 ) -> None:
@@ -132,9 +181,59 @@ async def test_a_missing_database_is_unavailable_not_refused(
             await sink.write(f"m v=1 {BASE_MS}".encode())
     assert caught.value.status == 404
     assert caught.value.retryable
+    assert isinstance(caught.value, SinkMissing)
+    assert caught.value.what == "database"
     assert "database not found" in str(caught.value)
+    assert sink.problem is not None
+    assert f"database {missing!r} (influx.database) does not exist" in sink.problem
     # create_database=False must really not have created it.
     assert missing not in database_names(influxdb)
+
+
+@pytest.mark.servers
+async def test_a_database_dropped_while_running_is_created_again_by_the_next_write(
+    influxdb: InfluxDB1, influx_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with started(influxdb.url, influx_database, create_database=True) as sink:
+        await sink.write(f"m v=1 {BASE_MS}".encode())
+        influxdb.drop_database(influx_database)
+        await sink.write(f"m v=2 {BASE_MS + 1}".encode())
+        assert sink.problem is None
+    assert influxdb.query(influx_database, "SELECT v FROM m") == [{"time": BASE_MS + 1, "v": 2}]
+    assert "was missing" in caplog.text
+    assert "created it again" in caplog.text
+
+
+@pytest.mark.servers
+async def test_a_retention_policy_that_does_not_exist_is_a_clear_error_until_it_is_created(
+    influxdb: InfluxDB1, influx_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    # The name is what matters here, not the duration (BASE_MS is long past two weeks).
+    async with started(influxdb.url, influx_database, retention_policy="two_weeks") as sink:
+        expected = (
+            f"retention policy 'two_weeks' (influx.retention_policy) does not exist on database "
+            f"{influx_database!r}; it has autogen"
+        )
+        assert sink.problem is not None
+        assert expected in sink.problem
+        assert expected in caplog.text  # at start, before any write
+        with pytest.raises(SinkMissing) as caught:
+            await sink.write(f"m v=1 {BASE_MS}".encode())
+        assert caught.value.what == "retention policy"
+        assert await sink.ping() is True  # InfluxDB answers; the problem is the policy
+        assert sink.problem is not None
+
+        influxdb.query(
+            influx_database,
+            f'CREATE RETENTION POLICY "two_weeks" ON "{influx_database}" DURATION INF '
+            "REPLICATION 1",
+        )
+        await sink.ping()  # a ping checks a known problem again
+        assert sink.problem is None
+        await sink.write(f"m v=1 {BASE_MS}".encode())
+    rows = influxdb.query(influx_database, 'SELECT v FROM "two_weeks"."m"')
+    assert rows == [{"time": BASE_MS, "v": 1}]
 
 
 @pytest.mark.servers
