@@ -54,7 +54,10 @@ def run(config_file: Path | None) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     _configure_logging(settings.log_level)
-    asyncio.run(_run_collector(settings))
+    try:
+        asyncio.run(_run_collector(settings))
+    except ConfigError as exc:  # e.g. a broken rule file, found while the stages are built
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
@@ -140,6 +143,39 @@ def demo(  # click passes the options by keyword
             live=sys.stdout.isatty() if live is None else live,
         )
     )
+
+
+@main.group(name="rules")
+def rules_group() -> None:
+    """Check and unit-test alerting rule files (promtool's spirit)."""
+
+
+@rules_group.command(name="check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def rules_check(paths: tuple[Path, ...]) -> None:
+    """Validate rule files or folders: exit 0, or 1 with every problem as file:line: message."""
+    from rules import load_rules  # noqa: PLC0415 - keep the other commands light
+
+    try:
+        ruleset = load_rules(list(paths))
+    except ConfigError as exc:
+        click.echo(str(exc))
+        raise SystemExit(1) from exc
+    click.echo(f"OK: {len(ruleset)} rules in {len(ruleset.files)} files")
+
+
+@rules_group.command(name="test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def rules_test(paths: tuple[Path, ...]) -> None:
+    """Run rule unit tests (YAML test files or folders of them); exit 1 if any fails."""
+    from rules import run_test_paths  # noqa: PLC0415
+
+    report = run_test_paths(list(paths))
+    for failure in report.failures:
+        click.echo(f"FAILED {failure}")
+    click.echo(f"{len(report.passed)} passed, {len(report.failures)} failed")
+    if not report.ok:
+        raise SystemExit(1)
 
 
 def _register_simulate() -> None:

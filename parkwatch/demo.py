@@ -192,6 +192,7 @@ def demo_settings(
         ingest={"max_future_s": 30 * 86400.0, "max_past_s": 3650 * 86400.0},
         spool={"directory": options.workdir / "spool"},
         deadletter={"path": options.workdir / "deadletter.jsonl"},
+        state={"directory": options.workdir / "state"},
         http={"port": _port(9108)},
     )
 

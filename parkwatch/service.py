@@ -42,10 +42,11 @@ from collector.spool import Spool
 from collector.writer import Writer
 from parkwatch.analytics import Analytics, is_derived_ticket
 from parkwatch.clock import ParkClocks
-from parkwatch.events import Engine
+from parkwatch.events import Alert, Engine, Output
 from parkwatch.http import HttpServer
 from parkwatch.points import Point
 from parkwatch.settings import Settings
+from rules import RulesEngine
 
 __all__ = ["Collector"]
 
@@ -60,6 +61,9 @@ def build_engines(
 ) -> list[Engine]:
     """The stateful engines, in the order they see each point (KPIs first: rules read them)."""
     engines: list[Engine] = []
+    if settings.rules.enabled:
+        # Loads and checks the rule files: a broken one stops the start (RuleError).
+        engines.append(RulesEngine(settings.rules, settings.parks, clocks, registry))
     return engines
 
 
@@ -96,6 +100,7 @@ class Collector:
         self._writer: Writer | None = None
         self._analytics: Analytics | None = None
         self._observers: list[Callable[[Point], None]] = []
+        self._output_observers: list[Callable[[Output], None]] = []
         self.clocks = ParkClocks()
         """Every park's event-time clock, shared by the engines."""
         self.engines: list[Engine] = []
@@ -103,6 +108,17 @@ class Collector:
     def observe(self, observer: Callable[[Point], None]) -> None:
         """Call ``observer`` with every validated point (on the decoder's path: keep it cheap)."""
         self._observers.append(observer)
+
+    def observe_outputs(self, observer: Callable[[Output], None]) -> None:
+        """Call ``observer`` with every KPI record and alert transition (register before run)."""
+        self._output_observers.append(observer)
+
+    def active_alerts(self) -> list[Alert]:
+        """Pending and firing alerts of the rules engine (none when it is disabled)."""
+        for engine in self.engines:
+            if isinstance(engine, RulesEngine):
+                return engine.active_alerts()
+        return []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and return."""
@@ -143,7 +159,9 @@ class Collector:
             )
             self._writer = writer
             self.metrics.watch_queue("batches", writer.batches.qsize)
-            http = HttpServer(s.http.host, s.http.port, self.metrics, self._health)
+            http = HttpServer(
+                s.http.host, s.http.port, self.metrics, self._health, alerts=self.active_alerts
+            )
             await http.start()
             resources.push_async_callback(http.stop)
             self.http_port = http.port
@@ -166,13 +184,16 @@ class Collector:
         self.engines = build_engines(self.settings, self.clocks, self.metrics.registry)
         if not self.engines:
             return None
-        return Analytics(
+        analytics = Analytics(
             self.settings.state,
             self.engines,
             self.clocks,
             self.metrics.registry,
             listening=self.connected.is_set,
         )
+        for observer in self._output_observers:
+            analytics.observe(observer)
+        return analytics
 
     def _settle(self, tickets: Iterable[int]) -> None:
         """Safe points: MQTT messages are acked, derived points leave the analytics outbox."""

@@ -104,6 +104,7 @@ def collector_settings(
         "writer": {"flush_interval_s": 0.2, "retry_initial_s": 0.05, "retry_max_s": 0.2},
         "spool": {"directory": tmp_path / "spool"},
         "deadletter": {"path": tmp_path / "deadletter.jsonl"},
+        "state": {"directory": tmp_path / "state"},
         "http": {"port": 0},
     }
     for key, value in overrides.items():
