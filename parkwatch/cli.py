@@ -109,6 +109,13 @@ def schema(out: Path | None) -> None:
     help="Use the embedded amqtt broker (the fallback where Mosquitto is missing).",
 )
 @click.option(
+    "--faults/--no-faults",
+    default=True,
+    show_default=True,
+    help="Inject the built-in fault scenario (a charger fault, a hot battery, a site on "
+    "battery in the first park) so alerts fire and resolve in the first minute at 60x.",
+)
+@click.option(
     "--live/--plain",
     default=None,
     help="Live terminal table (default when stdout is a terminal) or periodic prints.",
@@ -122,6 +129,7 @@ def demo(  # click passes the options by keyword
     workdir: Path,
     start_text: str | None,
     embedded_broker: bool,
+    faults: bool,
     live: bool | None,
 ) -> None:
     """Run local Mosquitto + InfluxDB, the collector and simulated parks, with a live view."""
@@ -140,6 +148,7 @@ def demo(  # click passes the options by keyword
             duration_s=duration_s,
             start=parse_start(start_text),
             embedded_broker=embedded_broker,
+            faults=faults,
             live=sys.stdout.isatty() if live is None else live,
         )
     )

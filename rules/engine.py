@@ -127,11 +127,12 @@ class RulesEngine:
         elif ts <= series.last_ts:
             self.redelivered += 1
             return
+        silent_since = series.last_seen
         self._observe(series, ts, point.fields, self._windows.get(kind, ()))
         stale = rules.stale.get(kind)
         if stale:
             series.offline = False
-            self._refresh(series, stale, ts, emit)
+            self._refresh(series, stale, ts, silent_since, emit)
         for bound in rules.kinds.get(kind, ()):
             self._evaluate(bound, series, ts, emit)
 
@@ -185,7 +186,7 @@ class RulesEngine:
             else:
                 ended = bound.clear(fields, windows) is True if bound.clear else not holds
             if ended:
-                self._end(active, _ended(active), at, series, emit)
+                self._end(active, _ended(active), at, emit)
             elif rule.annotations:
                 # Like Prometheus, annotations follow the latest evaluation (value, fields).
                 active.annotations = self._render(bound, active, series)
@@ -226,14 +227,11 @@ class RulesEngine:
             active.annotations = self._render(bound, active, series)
         emit(AlertTransition(active.alert(), AlertState.PENDING, at))
 
-    def _end(
-        self, active: ActiveAlert, state: AlertState, at: int, series: Series, emit: Emit
-    ) -> None:
+    def _end(self, active: ActiveAlert, state: AlertState, at: int, emit: Emit) -> None:
+        # The annotations stay as last rendered while active (as Alertmanager shows a resolved
+        # alert); the value is the one that ended it.
         del self._active[(active.uid, active.key)]
         at = max(at, active.last_at)
-        bound = self._park(active.key[0]).by_uid.get(active.uid)
-        if bound is not None:
-            active.annotations = self._render(bound, active, series)
         resolved_at = at if state is AlertState.RESOLVED else None
         emit(AlertTransition(active.alert(state, resolved_at), active.state, at))
 
@@ -248,16 +246,22 @@ class RulesEngine:
 
     # -- stale() and last wills -----------------------------------------------------------------
 
-    def _refresh(self, series: Series, stale: list[BoundRule], at: int, emit: Emit) -> None:
-        """Fresh data: end ``stale()`` alerts of the series if it is fresh, and arm the timers."""
+    def _refresh(
+        self, series: Series, stale: list[BoundRule], at: int, silent_since: int, emit: Emit
+    ) -> None:
+        """Fresh data: end ``stale()`` alerts of the series if it is fresh, and arm the timers.
+
+        ``silent_since`` is when the series was last heard from before this news (the value
+        of the resolved alert is the silence it ends).
+        """
         now = self._now.get(series.key[0], at)
         for bound in stale:
             key = (bound.rule.uid, series.key)
             active = self._active.get(key)
             deadline = series.last_seen + bound.rule.stale_ms
             if active is not None and not series.offline and deadline > now:
-                active.value = (at - series.last_seen) / 1000
-                self._end(active, _ended(active), at, series, emit)
+                active.value = max(0, at - silent_since) / 1000
+                self._end(active, _ended(active), at, emit)
             if key not in self._active and key not in self._armed:
                 self._arm(key, deadline)
 
@@ -298,9 +302,10 @@ class RulesEngine:
         for key in keys:
             series = self._series[key]
             if online:
+                silent_since = series.last_seen
                 series.offline = False
                 series.last_seen = max(series.last_seen, min(point.ts_ms, now))
-                self._refresh(series, stale, max(series.last_seen, 0), emit)
+                self._refresh(series, stale, max(series.last_seen, 0), silent_since, emit)
                 continue
             series.offline = True
             if series.last_seen < 0:
@@ -327,7 +332,7 @@ class RulesEngine:
             self._armed.pop(akey, None)
             active = self._active.get(akey)
             if active is not None:
-                self._end(active, _ended(active), at, series, emit)
+                self._end(active, _ended(active), at, emit)
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
