@@ -45,6 +45,7 @@ async def _run_collector(
         influx={"url": influx.url, "database": name},
         spool={"directory": workdir / f"{name}-spool"},
         deadletter={"path": workdir / f"{name}-dead.jsonl"},
+        state={"directory": workdir / f"{name}-state"},
         http={"port": 0},
     )
     service = Collector(settings, source_factory=source)

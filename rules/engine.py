@@ -119,7 +119,7 @@ class RulesEngine:
         kind, ts = point.kind, point.ts_ms
         key = (point.park, kind, point.device, point.connector)
         series = self._series.get(key)
-        rules = self._park(point.park)
+        rules = self._bound.get(point.park) or self._park(point.park)
         if series is None:
             series = self._new_series(key)
             if point.connector:
@@ -130,7 +130,7 @@ class RulesEngine:
         silent_since = series.last_seen
         self._observe(series, ts, point.fields, self._windows.get(kind, ()))
         stale = rules.stale.get(kind)
-        if stale:
+        if stale and not series.quiet:
             series.offline = False
             self._refresh(series, stale, ts, silent_since, emit)
         for bound in rules.kinds.get(kind, ()):
@@ -264,6 +264,9 @@ class RulesEngine:
                 self._end(active, _ended(active), at, emit)
             if key not in self._active and key not in self._armed:
                 self._arm(key, deadline)
+        series.quiet = not series.offline and all(
+            (b.rule.uid, series.key) in self._armed for b in stale
+        )
 
     def _stale_due(self, bound: BoundRule, key: SeriesKey, due: int, emit: Emit) -> None:
         akey = (bound.rule.uid, key)
@@ -273,6 +276,7 @@ class RulesEngine:
         series = self._series.get(key)
         if series is None or akey in self._active:
             return
+        series.quiet = False  # unarmed now (re-armed below, or firing): readings must look
         deadline = series.last_seen + bound.rule.stale_ms
         if deadline > due and not series.offline:
             self._arm(akey, deadline)  # heard from since: look again then
@@ -308,6 +312,7 @@ class RulesEngine:
                 self._refresh(series, stale, max(series.last_seen, 0), silent_since, emit)
                 continue
             series.offline = True
+            series.quiet = False
             if series.last_seen < 0:
                 series.last_seen = now
             for bound in stale:

@@ -26,7 +26,7 @@ STATUS_PREFIX: Final = "device_status:"
 class Series:
     """What the engine knows of one series: its newest reading, liveness and windows."""
 
-    __slots__ = ("fields", "key", "last_seen", "last_ts", "offline", "windows")
+    __slots__ = ("fields", "key", "last_seen", "last_ts", "offline", "quiet", "windows")
 
     def __init__(self, key: SeriesKey) -> None:
         self.key = key
@@ -36,6 +36,9 @@ class Series:
         """Newest evidence of life (telemetry, or a birth message) for ``stale()``."""
         self.offline = False
         """The last status message said offline (a last will), and no reading came since."""
+        self.quiet = False
+        """Every ``stale()`` timer of the series armed and none of its alerts active: a reading
+        has nothing to do for ``stale()`` (not persisted: a restored series looks once)."""
         self.fields: Mapping[str, Any] = {}
         self.windows: dict[str, Window] = {}
 
