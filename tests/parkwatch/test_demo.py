@@ -74,3 +74,13 @@ def processes_mentioning(text: str) -> list[str]:
         if text in command:
             found.append(command)
     return found
+
+
+def test_the_demo_fault_scenario_fires_and_resolves_an_alert(tmp_path: Path) -> None:
+    # 600x: the charger fault (2-17 simulated minutes) fires and resolves in ~2 real seconds.
+    output, _, _ = run_demo(
+        tmp_path / "demo", "--speed", "600", "--duration", "5", "--parks", "lingang"
+    )
+    assert "alerts (simulated time)" in output
+    resolved = re.search(r"resolved .*ChargerFaulted .*lingang/cp-01#1", output)
+    assert resolved, output[-3000:]
