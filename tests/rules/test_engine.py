@@ -396,3 +396,32 @@ def test_pending_transitions_and_state_enum(tmp_path: Path) -> None:
     assert transition.previous is AlertState.INACTIVE
     assert transition.alert.state is AlertState.PENDING
     assert transition.alert.fingerprint == rig.engine.active_alerts()[0].fingerprint
+
+
+def test_device_status_and_any_sources(tmp_path: Path) -> None:
+    rules = """\
+      - alert: Down
+        source: device_status
+        expr: not online
+        annotations: {summary: "{{ kind }}/{{ device }} said offline"}
+      - alert: Busy
+        source: any
+        expr: power_kw > 100
+"""
+    rig = Rig(tmp_path, rules)
+    rig.status(0, online=True, kind="site5g", device="gnb")
+    rig.status(M, online=False, kind="site5g", device="gnb")
+    rig.status(30 * S, online=True, kind="site5g", device="gnb")  # older than the last: skipped
+    rig.read(M, kind="charger", device="cp", connector="1", power_kw=150.0)
+    rig.read(M, kind="storage", device="b", power_kw=120.0)
+    rig.read(M, kind="microgrid", device="m", pv_kw=500.0)  # no power_kw: unknown, no alert
+    alerts = {(a.name, a.labels["kind"], a.labels["device"]) for a in rig.engine.active_alerts()}
+    assert alerts == {
+        ("Down", "site5g", "gnb"),
+        ("Busy", "charger", "cp"),
+        ("Busy", "storage", "b"),
+    }
+    down = next(a for a in rig.engine.active_alerts() if a.name == "Down")
+    assert down.annotations == {"summary": "site5g/gnb said offline"}
+    rig.status(2 * M, online=True, kind="site5g", device="gnb")
+    assert ("Down", "resolved", 2 * M, None) in rig.transitions()
