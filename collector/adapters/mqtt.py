@@ -73,7 +73,8 @@ class BufferedClient(paho.Client):
 
 
 class MqttSource:
-    """Subscribes to ``{prefix}/#`` and feeds ``RawMessage``s into the pipeline's inbox."""
+    """Subscribes to ``{prefix}/#`` (or ``{prefix}/{park}/#`` for each of ``mqtt.parks``) and feeds
+    ``RawMessage``s into the pipeline's inbox."""
 
     def __init__(
         self,
