@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("lineproto", "ingest", "pipeline", "spool", "publish", "kpi", "refusals")
+BENCHMARKS = ("lineproto", "ingest", "pipeline", "spool", "publish", "kpi", "rules", "refusals")
 
 
 def main() -> int:

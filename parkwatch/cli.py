@@ -67,7 +67,7 @@ def run(config_file: Path | None) -> None:
     _configure_logging(settings.log_level)
     try:
         asyncio.run(_run_collector(settings))
-    except ConfigError as exc:  # found at start: a file the settings name, the dead-letter path
+    except ConfigError as exc:  # found at start: a file the settings name, a rule file
         raise ConfigProblem(str(exc)) from None
 
 
@@ -144,6 +144,13 @@ def schema(out: Path | None) -> None:
     help="Use the embedded amqtt broker (the fallback where Mosquitto is missing).",
 )
 @click.option(
+    "--faults/--no-faults",
+    default=True,
+    show_default=True,
+    help="Inject the built-in fault scenario (a charger fault, a hot battery, a site on "
+    "battery in the first park) so alerts fire and resolve in the first minute at 60x.",
+)
+@click.option(
     "--live/--plain",
     default=None,
     help="Live terminal table (default when stdout is a terminal) or periodic prints.",
@@ -157,6 +164,7 @@ def demo(  # click passes the options by keyword
     workdir: Path,
     start_text: str | None,
     embedded_broker: bool,
+    faults: bool,
     live: bool | None,
 ) -> None:
     """Run local Mosquitto + InfluxDB, the collector and simulated parks, with a live view."""
@@ -175,6 +183,7 @@ def demo(  # click passes the options by keyword
             duration_s=duration_s,
             start=parse_start(start_text),
             embedded_broker=embedded_broker,
+            faults=faults,
             live=sys.stdout.isatty() if live is None else live,
         )
     )
@@ -217,6 +226,39 @@ def notify_test(receiver: str, config_file: Path | None) -> None:
     except (ConfigError, NotifyError) as exc:
         raise click.ClickException(f"not delivered: {exc}") from exc
     click.echo(f"test notification delivered to {receiver} in {seconds:.2f} s")
+
+
+@main.group(name="rules")
+def rules_group() -> None:
+    """Check and unit-test alerting rule files (promtool's spirit)."""
+
+
+@rules_group.command(name="check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def rules_check(paths: tuple[Path, ...]) -> None:
+    """Validate rule files or folders: exit 0, or 1 with every problem as file:line: message."""
+    from rules import load_rules  # noqa: PLC0415 - keep the other commands light
+
+    try:
+        ruleset = load_rules(list(paths))
+    except ConfigError as exc:
+        click.echo(str(exc))
+        raise SystemExit(1) from exc
+    click.echo(f"OK: {len(ruleset)} rules in {len(ruleset.files)} files")
+
+
+@rules_group.command(name="test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def rules_test(paths: tuple[Path, ...]) -> None:
+    """Run rule unit tests (YAML test files or folders of them); exit 1 if any fails."""
+    from rules import run_test_paths  # noqa: PLC0415
+
+    report = run_test_paths(list(paths))
+    for failure in report.failures:
+        click.echo(f"FAILED {failure}")
+    click.echo(f"{len(report.passed)} passed, {len(report.failures)} failed")
+    if not report.ok:
+        raise SystemExit(1)
 
 
 def _register_simulate() -> None:

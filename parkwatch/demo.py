@@ -23,23 +23,25 @@ import signal
 import socket
 import subprocess
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from kpi.today import TodaySoFar
 from parkwatch.errors import ServerError
-from parkwatch.events import KpiRecord, Output
+from parkwatch.events import AlertState, AlertTransition, KpiRecord, Output
 from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
 from parkwatch.points import Point
+from parkwatch.schema import OcppErrorCode
 from parkwatch.service import Collector
 from parkwatch.settings import Settings, load_settings
+from simulators.faults import FaultKind, FaultSpec, Scenario
 
 __all__ = ["DemoOptions", "LiveView", "run_demo"]
 
@@ -49,6 +51,9 @@ REFRESH_S: Final = 1.0
 DEBIAN_PACKAGES: Final = {"mosquitto": "mosquitto", "influxd": "influxdb"}
 PLAIN_REPORT_S: Final = 10.0
 PLAIN_WIDTH: Final = 150
+RESOLVED_SHOWN: Final = 5
+ACTIVE_SHOWN: Final = 10
+DELIVERY_WAIT_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,8 @@ class DemoOptions:
     live: bool = True
     embedded_broker: bool = False
     """Use the embedded amqtt broker even where Mosquitto is available."""
+    faults: bool = True
+    """Inject the built-in fault scenario (see ``demo_scenario``) so alerts fire and resolve."""
 
 
 @dataclass(slots=True)
@@ -78,8 +85,8 @@ class _ParkState:
 
 
 class LiveView:
-    """Latest readings per park, fed by the collector with every validated point, and today's
-    green KPIs so far, fed with every KPI record the engines emit."""
+    """Latest readings per park, today's green KPIs so far and the alerts, fed by the collector
+    with every validated point and every KPI record and alert transition the engines emit."""
 
     def __init__(self, collector: Collector) -> None:
         self._collector = collector
@@ -88,6 +95,52 @@ class LiveView:
         self._rates: dict[str, float] = {}
         self._previous: dict[str, int] = {}
         self._previous_at = time.monotonic()
+        self._alerts: dict[str, AlertTransition] = {}  # active, by fingerprint
+        self._resolved: deque[AlertTransition] = deque(maxlen=RESOLVED_SHOWN)
+
+    def observe_output(self, output: Output) -> None:
+        """Take in a KPI record or alert transition from the analytics stage."""
+        if isinstance(output, KpiRecord):
+            self._today.take(output)
+            return
+        alert = output.alert
+        if alert.state in (AlertState.PENDING, AlertState.FIRING):
+            self._alerts[alert.fingerprint] = output
+            return
+        self._alerts.pop(alert.fingerprint, None)
+        if alert.state is AlertState.RESOLVED:
+            self._resolved.appendleft(output)
+
+    def render(self) -> Group:
+        """The park table, and the alerts table when there has been an alert."""
+        if not self._alerts and not self._resolved:
+            return Group(self.table())
+        return Group(self.table(), self.alerts_table())
+
+    def alerts_table(self) -> Table:
+        """Firing and pending alerts, then the latest resolved ones."""
+        table = Table(title="alerts (simulated time)", title_justify="left")
+        for column in ("state", "since", "alert", "where", "summary"):
+            table.add_column(column)
+        active = sorted(self._alerts.values(), key=lambda t: (t.alert.state.value, -t.at_ms))
+        hidden = max(0, len(active) - ACTIVE_SHOWN)
+        for transition in [*active[:ACTIVE_SHOWN], *self._resolved]:
+            alert = transition.alert
+            labels = alert.labels
+            where = "/".join(labels[k] for k in ("park", "device") if labels.get(k))
+            if labels.get("connector"):
+                where += f"#{labels['connector']}"
+            style = {"firing": "bold red", "pending": "yellow"}.get(alert.state.value, "green")
+            table.add_row(
+                f"[{style}]{alert.state.value}[/]",
+                _clock(transition.at_ms),
+                f"{alert.name} ({labels.get('severity', '')})",
+                where,
+                alert.annotations.get("summary", ""),
+            )
+        if hidden:
+            table.caption = f"… and {hidden} more active"
+        return table
 
     def observe(self, point: Point) -> None:
         """Take in one point (called on the decoder's hot path: keep it cheap)."""
@@ -103,11 +156,6 @@ class LiveView:
             state.soc[point.device] = float(fields["soc_pct"])
         elif point.kind == "charger" and "status" in fields:
             state.chargers[point.line.split(" ", 1)[0]] = str(fields["status"])
-
-    def observe_output(self, output: Output) -> None:
-        """Take in one KPI record or alert transition (called by the analytics stage)."""
-        if isinstance(output, KpiRecord):
-            self._today.take(output)
 
     def _update_rates(self) -> None:
         now = time.monotonic()
@@ -177,6 +225,10 @@ class LiveView:
         return table
 
 
+def _clock(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%H:%M UTC")
+
+
 def _number(value: object, default: float | None) -> float | None:
     return float(value) if isinstance(value, int | float) else default
 
@@ -224,16 +276,16 @@ def demo_settings(
 
 async def _show(view: LiveView, console: Console, live: bool, stop: asyncio.Event) -> None:
     if live:
-        with Live(view.table(), console=console, refresh_per_second=4) as screen:
+        with Live(view.render(), console=console, refresh_per_second=4) as screen:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), REFRESH_S)
-                screen.update(view.table())
+                screen.update(view.render())
         return
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PLAIN_REPORT_S)
-        console.print(view.table())
+        console.print(view.render())
 
 
 def _have(binary: str) -> bool:
@@ -323,6 +375,7 @@ async def _run_pipeline(
     fleet = default_fleet(list(options.parks) or None)
     start = options.start or datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
     collector_stop = asyncio.Event()
+    scenario = demo_scenario(fleet.parks[0].id) if options.faults else None
 
     async def simulate() -> None:
         await service.connected.wait()
@@ -334,8 +387,16 @@ async def _run_pipeline(
             seed=options.seed,
             duration_s=None,
             stop=stop,
+            scenario=scenario,
         )
         console.log(f"simulators: {stats.published} published, {stats.acked} acknowledged")
+        # The broker has acknowledged every publish; let it deliver them before the collector
+        # stops reading (a slow broker may still hold some).
+        received = service.metrics.received
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DELIVERY_WAIT_S):
+                while received._value.get() < stats.acked:  # noqa: ASYNC110 - no event to await
+                    await asyncio.sleep(0.05)
 
     async def stop_after_duration() -> None:
         if options.duration_s is not None:
@@ -351,7 +412,41 @@ async def _run_pipeline(
         await stop.wait()
         await simulation  # simulators finish their PUBACKs before the collector drains
         collector_stop.set()
-    console.print(view.table())
+    console.print(view.render())
+
+
+def demo_scenario(park: str) -> Scenario:
+    """Faults in ``park`` whose alerts fire and resolve within the first simulated hour.
+
+    At the default 60x that is the first minute of ``parkwatch demo``: a charger Faulted
+    (ChargerFaulted, with the OCPP error code), a 5G site on battery (Site5gOnBattery), and a
+    storage container losing its cooling (StorageCellHot, which resolves once it has cooled
+    below the hysteresis level).
+    """
+    return Scenario(
+        faults=[
+            FaultSpec(
+                fault=FaultKind.CHARGER_FAULTED,
+                device=f"{park}/charger/cp-01",
+                at=120,
+                duration=900,
+                error_code=OcppErrorCode.HIGH_TEMPERATURE,
+            ),
+            FaultSpec(
+                fault=FaultKind.STORAGE_OVERTEMP,
+                device=f"{park}/storage/bess-01",
+                at=300,
+                duration=1200,
+                heat_c=60,
+            ),
+            FaultSpec(
+                fault=FaultKind.SITE_ON_BATTERY,
+                device=f"{park}/site5g/gnb-01",
+                at=600,
+                duration=900,
+            ),
+        ]
+    )
 
 
 def run_demo(options: DemoOptions) -> None:

@@ -4,6 +4,7 @@
 
     ParkwatchError
     ├── ConfigError            invalid configuration, raised at start
+    │   └── RuleError          invalid rule files: every problem as ``file:line: message``
     ├── SourceError            the MQTT broker adapter (connect, subscribe)
     ├── SinkError              the time-series database adapter
     │   ├── SinkUnavailable    retryable: timeouts, 5xx, 429 (carries retry_after)
@@ -42,6 +43,7 @@ __all__ = [
     "NotifyRejected",
     "NotifyUnavailable",
     "ParkwatchError",
+    "RuleError",
     "ServerError",
     "SinkError",
     "SinkMissing",
@@ -61,6 +63,14 @@ class ParkwatchError(Exception):
 
 class ConfigError(ParkwatchError):
     """The configuration is invalid; raised at start with a message naming the setting."""
+
+
+class RuleError(ConfigError):
+    """Rule files are invalid; ``problems`` holds each as ``file:line: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 class SourceError(ParkwatchError):

@@ -47,11 +47,12 @@ from notify.dispatcher import Dispatcher
 from parkwatch.analytics import Analytics, is_derived_ticket
 from parkwatch.clock import ParkClocks
 from parkwatch.errors import SpoolError
-from parkwatch.events import Engine, Output
+from parkwatch.events import Alert, Engine, Output
 from parkwatch.http import HttpServer
 from parkwatch.points import Point
 from parkwatch.selfmetrics import SelfMetrics
 from parkwatch.settings import Settings
+from rules import RulesEngine
 
 __all__ = ["Collector"]
 
@@ -70,6 +71,9 @@ def build_engines(
     engines: list[Engine] = []
     if settings.kpi.enabled:
         engines.append(KpiEngine(settings.kpi, settings.parks, clocks, registry))
+    if settings.rules.enabled:
+        # Loads and checks the rule files: a broken one stops the start (RuleError).
+        engines.append(RulesEngine(settings.rules, settings.parks, clocks, registry))
     return engines
 
 
@@ -126,6 +130,13 @@ class Collector:
         """
         self._output_observers.append(observer)
 
+    def active_alerts(self) -> list[Alert]:
+        """Pending and firing alerts of the rules engine (none when it is disabled)."""
+        for engine in self.engines:
+            if isinstance(engine, RulesEngine):
+                return engine.active_alerts()
+        return []
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain and return."""
         s = self.settings
@@ -168,7 +179,9 @@ class Collector:
             )
             self._writer = writer
             self.metrics.watch_queue("batches", writer.batches.qsize)
-            http = HttpServer(s.http.host, s.http.port, self.metrics, self._health)
+            http = HttpServer(
+                s.http.host, s.http.port, self.metrics, self._health, alerts=self.active_alerts
+            )
             await http.start()
             resources.push_async_callback(http.stop)
             self.http_port = http.port

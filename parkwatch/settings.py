@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import ssl
 import tomllib
+import zlib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -131,6 +132,45 @@ class MqttSettings(_Section):
     tls_insecure: bool = Field(default=False, description="Skip hostname verification.")
     reconnect_min_s: float = Field(default=0.2, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    parks: list[str] = Field(
+        default_factory=list,
+        description="Subscribe only to these parks' topics ({prefix}/{park}/#); empty: all parks.",
+    )
+    partition: str | None = Field(
+        default=None,
+        description="'i/N': take only the parks of `parks` whose stable hash modulo N is i "
+        "(run N collectors with the same `parks`, each with its own i).",
+    )
+
+    @field_validator("parks")
+    @classmethod
+    def _check_parks(cls, value: list[str]) -> list[str]:
+        for park in value:
+            if not park or any(char in park for char in "/+#") or park != park.strip():
+                raise ValueError(f"{park!r} is not a park id (no '/', '+', '#' or blanks)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_partition(self) -> MqttSettings:
+        if self.partition is not None:
+            index, count = _partition(self.partition)
+            if not self.parks:
+                raise ValueError("partition needs the list of every park in mqtt.parks")
+            if not self.assigned_parks():
+                raise ValueError(
+                    f"partition {index}/{count} of mqtt.parks {self.parks} holds no park"
+                )
+        return self
+
+    def assigned_parks(self) -> list[str] | None:
+        """The parks this collector subscribes to, or None for every park."""
+        if not self.parks:
+            return None
+        if self.partition is None:
+            return list(self.parks)
+        index, count = _partition(self.partition)
+        # crc32, not hash(): stable across processes, and adding a park moves no other park.
+        return [park for park in self.parks if zlib.crc32(park.encode()) % count == index]
 
     @field_validator("url")
     @classmethod
@@ -210,6 +250,14 @@ class MqttSettings(_Section):
     def redacted_url(self) -> str:
         """The URL for display (logs, /healthz): see ``parkwatch.redaction.redact_url``."""
         return redact_url(self.url)
+
+
+def _partition(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with 0 <= i < N."""
+    index, _, count = text.partition("/")
+    if not (index.isdecimal() and count.isdecimal()) or not 0 <= int(index) < int(count):
+        raise ValueError(f"partition {text!r} must be 'i/N' with 0 <= i < N, e.g. '0/2'")
+    return int(index), int(count)
 
 
 class InfluxSettings(_Section):

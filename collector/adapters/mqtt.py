@@ -78,7 +78,8 @@ class BufferedClient(paho.Client):
 
 
 class MqttSource:
-    """Subscribes to ``{prefix}/#`` and feeds ``RawMessage``s into the pipeline's inbox."""
+    """Subscribes to ``{prefix}/#`` (or ``{prefix}/{park}/#`` for each of ``mqtt.parks``) and feeds
+    ``RawMessage``s into the pipeline's inbox."""
 
     def __init__(
         self,
@@ -146,12 +147,19 @@ class MqttSource:
         return client
 
     @property
-    def subscription(self) -> str:
-        """The topic filter we subscribe to."""
-        topic = f"{self._settings.topic_prefix}/#"
+    def subscriptions(self) -> list[str]:
+        """The topic filters we subscribe to: every park's, or only this collector's parks'."""
+        prefix = self._settings.topic_prefix
+        parks = self._settings.assigned_parks()
+        topics = [f"{prefix}/#"] if parks is None else [f"{prefix}/{park}/#" for park in parks]
         if self._settings.shared_group:
-            return f"$share/{self._settings.shared_group}/{topic}"
-        return topic
+            return [f"$share/{self._settings.shared_group}/{topic}" for topic in topics]
+        return topics
+
+    @property
+    def subscription(self) -> str:
+        """The topic filters, for messages."""
+        return ", ".join(self.subscriptions)
 
     # -- socket plumbing (paho calls these; connect() calls some from a worker thread) --------
 
@@ -236,7 +244,7 @@ class MqttSource:
             self._settings.redacted_url(),
             flags.session_present,
         )
-        client.subscribe(self.subscription, qos=1)
+        client.subscribe([(topic, 1) for topic in self.subscriptions])
 
     def _on_subscribe(
         self,

@@ -134,3 +134,14 @@ def test_the_live_view_caption_shows_the_collector_counts(tmp_path: Path) -> Non
     console = Console(width=120, record=True)
     console.print(LiveView(collector).table())
     assert "points written 41 · dead letters 2 · unacked 7" in console.export_text()
+
+
+@pytest.mark.servers
+def test_the_demo_fault_scenario_fires_and_resolves_an_alert(tmp_path: Path) -> None:
+    # 600x: the charger fault (2-17 simulated minutes) fires and resolves in ~2 real seconds.
+    output, _, _ = run_demo(
+        tmp_path / "demo", "--speed", "600", "--duration", "5", "--parks", "lingang"
+    )
+    assert "alerts (simulated time)" in output
+    resolved = re.search(r"resolved .*ChargerFaulted .*lingang/cp-01#1", output)
+    assert resolved, output[-3000:]

@@ -322,7 +322,7 @@ async def test_an_influx_password_in_the_url_shows_nowhere_and_is_used_to_authen
         influxdb_auth.drop_database(influx_database)
     shown = f"{health}\n{caplog.text}"
     assert f"{influxdb_auth.host}:{influxdb_auth.port}" in shown  # the URL is shown ...
-    assert "database rejected a line" in caplog.text
+    assert "the database refuses 1 lines" in caplog.text
     for secret in (password, quote(password, safe=""), quote(password)):
         assert secret not in shown  # ... without its password
 

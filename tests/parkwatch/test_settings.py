@@ -4,6 +4,7 @@ errors that name the setting, and secrets that never show."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -415,3 +416,45 @@ def test_tls_files_that_are_not_pem_are_a_config_error_naming_the_setting(
         load_settings(mqtt={"url": "mqtts://broker", "ca_file": garbage})
     with pytest.raises(ConfigError, match=r"mqtt: mqtt\.cert_file/key_file: .*garbage\.pem"):
         load_settings(mqtt={"url": "mqtts://broker", "cert_file": garbage, "key_file": garbage})
+
+
+# -- scale-out: parks split over collectors, and rule files ---------------------------------------
+
+
+def test_a_partition_takes_a_stable_share_of_the_configured_parks() -> None:
+    parks = ["caohejing", "zhangjiang", "lingang", "hongqiao", "baoshan-nanda", "jinshan-bay"]
+    shares = [
+        MqttSettings(parks=parks, partition=f"{i}/2").assigned_parks() or [] for i in range(2)
+    ]
+    assert sorted(shares[0] + shares[1]) == sorted(parks)  # every park exactly once
+    assert shares[1] == ["hongqiao", "baoshan-nanda", "jinshan-bay"]  # crc32 % 2 == 1
+    # Adding a park moves no other park between collectors.
+    more = MqttSettings(parks=[*parks, "wusong"], partition="1/2").assigned_parks()
+    assert more == shares[1]
+    assert MqttSettings(parks=["lingang"]).assigned_parks() == ["lingang"]
+    assert MqttSettings().assigned_parks() is None
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"partition": "0/2"}, "partition needs the list of every park"),
+        ({"parks": ["a"], "partition": "2/2"}, "must be 'i/N' with 0 <= i < N"),
+        ({"parks": ["a"], "partition": "x"}, "must be 'i/N'"),
+        ({"parks": ["lingang"], "partition": "1/2"}, "holds no park"),
+        ({"parks": ["a/b"]}, "is not a park id"),
+        ({"parks": ["#"]}, "is not a park id"),
+    ],
+)
+def test_partition_mistakes_are_config_errors(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(mqtt=values)
+
+
+def test_rule_paths_and_partition_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARKWATCH_RULES__PATHS", '["/etc/parkwatch/rules", "extra.yaml"]')
+    monkeypatch.setenv("PARKWATCH_MQTT__PARKS", '["lingang", "hongqiao"]')
+    monkeypatch.setenv("PARKWATCH_MQTT__PARTITION", "1/2")
+    settings = load_settings()
+    assert settings.rules.paths == [Path("/etc/parkwatch/rules"), Path("extra.yaml")]
+    assert settings.mqtt.assigned_parks() == ["hongqiao"]

@@ -264,3 +264,22 @@ async def test_a_shared_subscription_splits_messages_between_collectors(
         for source, inbox in zip(sources, inboxes, strict=True):
             source.settle([inbox.get_nowait().ticket for _ in range(inbox.qsize())])
     assert all(size > 0 for size in sizes), sizes  # each member got a share, none got all
+
+
+async def test_a_partition_subscribes_only_to_its_parks(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    parks = ["caohejing", "hongqiao", "lingang"]  # crc32 % 2: 0, 1, 0
+    settings = settings_for(mosquitto, topic_prefix, parks=parks, partition="0/2")
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue()
+    source = MqttSource(settings, inbox, Metrics())
+    assert source.subscriptions == [f"{topic_prefix}/caohejing/#", f"{topic_prefix}/lingang/#"]
+    shared = MqttSource(settings.model_copy(update={"shared_group": "g"}), inbox, Metrics())
+    assert shared.subscriptions[0] == f"$share/g/{topic_prefix}/caohejing/#"
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed")
+        topics = [f"{topic_prefix}/{park}/storage/b/telemetry" for park in parks]
+        publish_all(mosquitto, [(topic, b"{}") for topic in topics])
+        received = await take(inbox, 2)
+        assert sorted(m.topic for m in received) == [topics[0], topics[2]]
+        source.settle(m.ticket for m in received)
