@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("lineproto", "ingest", "pipeline", "spool", "publish")
+BENCHMARKS = ("lineproto", "ingest", "pipeline", "spool", "publish", "drain")
 
 
 def main() -> int:

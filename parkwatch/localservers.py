@@ -202,6 +202,11 @@ class LocalServer:
         """Whether the child process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (benchmarks read its CPU time from /proc)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the process and wait until it answers; raise ServerError with its log if not."""
         if self.running:
