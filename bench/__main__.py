@@ -8,7 +8,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("lineproto", "ingest", "pipeline", "spool", "publish", "kpi", "rules", "refusals")
+BENCHMARKS = (
+    "lineproto",
+    "ingest",
+    "pipeline",
+    "spool",
+    "publish",
+    "kpi",
+    "rules",
+    "refusals",
+    "drain",
+)
 
 
 def main() -> int:

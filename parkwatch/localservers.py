@@ -211,7 +211,7 @@ class LocalServer:
 
     @property
     def pid(self) -> int | None:
-        """The child's process id while it runs (to signal it, e.g. freeze it with SIGSTOP)."""
+        """The child's process id while it runs (to signal it, or read its CPU time)."""
         return self._process.pid if self.running and self._process is not None else None
 
     def start(self, timeout: float = START_TIMEOUT) -> None:

@@ -7,13 +7,9 @@ the collector's own metrics sampled by ``parkwatch.selfmetrics`` while it ran. E
 annotation and panel target is interpolated as Grafana would and must return non-empty series
 with every column it names (``AS "alias"``) holding a value and every tag it groups by.
 
-Queries on ``park_kpi`` and ``alerts`` are marked ``xfail(strict=True)``: the KPI and rules
-stages that write them are not wired into the collector yet. Once they are, these cases pass,
-strict xfail turns that into a failure, and the marks must go (``AWAITING`` below).
-
-``test_query_on_contract_data`` runs the same ``park_kpi`` and ``alerts`` queries now, on rows
-shaped exactly as the shared contract describes them, so their syntax and shape are checked
-before the stages land.
+``test_query_on_contract_data`` runs the ``park_kpi`` and ``alerts`` queries also on rows shaped
+exactly as the shared contract describes them (every field, every tag), so a query that only
+passes because the simulated day happened to leave a field out would still be caught.
 """
 
 from __future__ import annotations
@@ -50,8 +46,8 @@ from tests.helpers import collector_settings, metric_value, running_collector, u
 
 pytestmark = pytest.mark.servers
 
-AWAITING = {
-}
+DERIVED = frozenset({"park_kpi", "alerts"})
+"""Measurements the collector derives (KPI and rule stages) rather than receives."""
 FLEET = FleetSpec.model_validate(
     {
         "step_s": 60,
@@ -80,9 +76,7 @@ def _measurements(text: str) -> set[str]:
 def _cases() -> Iterator[Any]:
     for dashboard in load_dashboards().values():
         for query in queries(dashboard):
-            awaiting = [AWAITING[m] for m in sorted(_measurements(query.text)) if m in AWAITING]
-            marks = [pytest.mark.xfail(reason=awaiting[0], strict=True)] if awaiting else []
-            yield pytest.param(query, id=query.id, marks=marks)
+            yield pytest.param(query, id=query.id)
 
 
 CASES = list(_cases())
@@ -298,7 +292,7 @@ CONTRACT_CASES = [
     pytest.param(query, id=query.id)
     for dashboard in load_dashboards().values()
     for query in queries(dashboard)
-    if not query.variable and _measurements(query.text) & set(AWAITING)
+    if not query.variable and _measurements(query.text) & DERIVED
 ]
 
 
