@@ -23,10 +23,10 @@ import orjson
 from pydantic import ValidationError
 
 from collector.lineproto import FieldValue, LineEncoder
-from collector.messages import DeadLetter, RawMessage, Reason
+from collector.messages import DeadLetter, DroppedField, RawMessage, Reason
 from collector.metrics import Metrics
 from parkwatch.points import STATUS_MEASUREMENT, Point
-from parkwatch.schema import KIND_MODELS, Kind, Telemetry, parse_topic
+from parkwatch.schema import KIND_MODELS, Kind, Telemetry, is_reserved_field_name, parse_topic
 from parkwatch.settings import IngestSettings
 
 __all__ = ["Decoder", "run_decoder"]
@@ -117,9 +117,14 @@ class Decoder:
     def _take_extras(self, extra: dict[str, object], fields: dict[str, FieldValue]) -> str | None:
         """Keep finite numeric and boolean extras (numbers as float); None, or why to reject."""
         for name, value in extra.items():
-            if not _valid_field_name(name):
+            if is_reserved_field_name(name):
+                # Dropped, not dead-lettered: the rest of the reading is good, as Telegraf keeps
+                # a metric whose field it cannot store. Stored, it would hide the tag of the same
+                # name from InfluxQL for the whole measurement.
+                self._metrics.fields_dropped.labels(DroppedField.RESERVED_NAME).inc()
+            elif not _valid_field_name(name):
                 # Line protocol cannot carry it (empty, control characters, backslash).
-                self._metrics.fields_dropped.labels("invalid_field_name").inc()
+                self._metrics.fields_dropped.labels(DroppedField.INVALID_NAME).inc()
             elif isinstance(value, bool):
                 fields[name] = value
             elif isinstance(value, int | float):
@@ -132,7 +137,7 @@ class Decoder:
                 fields[name] = number
             else:
                 # Like Telegraf's JSON parser: non-numeric extras are ignored, but counted.
-                self._metrics.fields_dropped.labels("non_numeric_extra").inc()
+                self._metrics.fields_dropped.labels(DroppedField.NON_NUMERIC).inc()
         return None
 
     def _status(self, raw: RawMessage, park: str, kind: str, device: str) -> Point | DeadLetter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DeadLetter", "RawMessage", "Reason"]
+__all__ = ["DeadLetter", "DroppedField", "RawMessage", "Reason"]
 
 
 class Reason:
@@ -29,6 +29,16 @@ class Reason:
         CLOCK_SKEW,
         REJECTED_BY_SINK,
     )
+
+
+class DroppedField:
+    """Why an extra payload field was not stored: the ``reason`` label of its metric."""
+
+    RESERVED_NAME = "reserved_name"
+    INVALID_NAME = "invalid_field_name"
+    NON_NUMERIC = "non_numeric_extra"
+
+    ALL = (RESERVED_NAME, INVALID_NAME, NON_NUMERIC)
 
 
 @dataclass(slots=True, frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from collector.messages import Reason
+from collector.messages import DroppedField, Reason
 
 __all__ = ["Metrics"]
 
@@ -82,6 +82,8 @@ class Metrics:
         )
         for reason in Reason.ALL:  # export every reason from the start, at zero
             self.dead_letters.labels(reason)
+        for reason in DroppedField.ALL:
+            self.fields_dropped.labels(reason)
 
     def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
         """Report a queue's depth at every scrape."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "KIND_MODELS",
+    "TAG_KEYS",
     "ChargerStatus",
     "ChargerTelemetry",
     "Kind",
@@ -28,6 +29,7 @@ __all__ = [
     "StorageTelemetry",
     "Telemetry",
     "TopicParts",
+    "is_reserved_field_name",
     "json_schemas",
     "parse_topic",
     "status_topic",
@@ -80,6 +82,10 @@ class OcppErrorCode(enum.StrEnum):
     WEAK_SIGNAL = "WeakSignal"
 
 
+# RFC 3339 section 5.6 date-time. Also allowed, as that section permits: a space instead of "T"
+# (readability; what Python's str(datetime) and SQL print) and lower-case "t"/"z". Refused: every
+# other ISO 8601 form (basic 20261130T022539Z, no seconds, "+0800" or "+08" offsets, a comma
+# before the fraction, week or ordinal dates), which datetime.fromisoformat would take.
 def _to_epoch_ms(value: Any) -> Any:
     """Accept epoch milliseconds (int) or an RFC 3339 string with an offset; return int ms."""
     if isinstance(value, str):
@@ -199,6 +205,18 @@ class TopicParts:
 
     def __repr__(self) -> str:
         return f"TopicParts({self.park!r}, {self.kind!r}, {self.device!r}, {self.channel!r})"
+
+
+TAG_KEYS: Final = frozenset({"park", "device", "connector", "kind"})
+"""Tag keys the collector writes. A field of the same name in a measurement makes InfluxQL's
+``WHERE park='p1'`` compare the field instead, and match no row of the measurement at all."""
+
+
+def is_reserved_field_name(name: str) -> bool:
+    """Whether an extra payload field must not be stored under ``name``: a tag key, ``time``
+    (which InfluxDB 1.x drops from every line), or a name starting with ``_`` (reserved in
+    InfluxDB 2/3 and Flux: ``_field``, ``_measurement``, ``_value``, ``_time``...)."""
+    return name in TAG_KEYS or name == "time" or name.startswith("_")
 
 
 CHANNELS: Final = frozenset({"telemetry", "status"})

@@ -15,6 +15,7 @@ from collector.decode import Decoder
 from collector.messages import DeadLetter, RawMessage, Reason
 from collector.metrics import Metrics
 from parkwatch.points import STATUS_MEASUREMENT, Point
+from parkwatch.schema import is_reserved_field_name
 from parkwatch.settings import IngestSettings
 
 NOW_S = 1_700_000_000.0  # the decoder's clock in every test
@@ -172,6 +173,37 @@ def test_extra_strings_and_other_non_numbers_are_dropped_and_counted() -> None:
 def test_only_extras_that_are_dropped_leaves_no_fields_and_is_invalid() -> None:
     result = rejection({"ts": NOW_MS, "fw": "1.2.3"})
     assert result.reason == Reason.INVALID_PAYLOAD
+
+
+RESERVED = ["park", "device", "connector", "kind", "time", "_value", "_field", "_measurement", "_"]
+
+
+@pytest.mark.parametrize("name", RESERVED)
+def test_an_extra_named_like_a_tag_or_a_reserved_key_is_dropped_and_counted(name: str) -> None:
+    # Stored as a field, "park" would make InfluxQL's WHERE park='p1' match no row at all.
+    metrics = Metrics()
+    payload = {"ts": NOW_MS, "pv_kw": 1.5, name: 7, "seq": 2}
+    result = make_decoder(metrics).decode(RawMessage(TOPIC, orjson.dumps(payload), 0, TICKET))
+    assert isinstance(result, Point)
+    assert result.fields == {"pv_kw": 1.5, "seq": 2.0}
+    assert result.line == f"microgrid,device=meter-1,park=caohejing pv_kw=1.5,seq=2.0 {NOW_MS}"
+    reserved = metrics.registry.get_sample_value(
+        "parkwatch_fields_dropped_total", {"reason": "reserved_name"}
+    )
+    assert reserved == 1
+
+
+def test_a_charger_extra_named_connector_does_not_shadow_the_connector_tag() -> None:
+    result = point(
+        {"ts": NOW_MS, "connector_id": 2, "connector": 9, "power_kw": 7.5},
+        "parks/p/charger/cp-1/telemetry",
+    )
+    assert result.line == f"charger,connector=2,device=cp-1,park=p power_kw=7.5 {NOW_MS}"
+
+
+def test_names_that_only_resemble_reserved_ones_are_kept() -> None:
+    result = point({"ts": NOW_MS, "pv_kw": 1.0, "Park": 1, "time_s": 2, "x_": 3, "Time": 4})
+    assert set(result.fields) == {"pv_kw", "Park", "time_s", "x_", "Time"}
 
 
 # -- rejections -----------------------------------------------------------------------------------
@@ -437,7 +469,7 @@ JSON_VALUES = st.recursive(
     max_leaves=8,
 )
 FIELD_NAMES = st.sampled_from(
-    ["ts", "pv_kw", "soc_pct", "active_ues", "on_battery", "status", "connector_id", "x"]
+    ["ts", "pv_kw", "soc_pct", "active_ues", "on_battery", "status", "connector_id", "x", *RESERVED]
 )
 OBJECT_DICTS = st.dictionaries(FIELD_NAMES | st.text(max_size=8), JSON_VALUES, max_size=6)
 OBJECTS = OBJECT_DICTS.map(lambda obj: json.dumps(obj).encode())  # orjson stops at 64-bit ints
@@ -462,7 +494,7 @@ PLAUSIBLE = st.builds(
         },
     ),
     st.dictionaries(
-        st.text(max_size=8),
+        st.text(max_size=8) | FIELD_NAMES,
         st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.booleans() | st.text(),
         max_size=3,
     ),
@@ -504,6 +536,7 @@ def test_any_payload_on_any_topic_yields_a_point_or_a_dead_letter_and_keeps_its_
         assert isinstance(result, Point)
         assert result.fields
         assert result.line.startswith(result.kind)
+        assert not [name for name in result.fields if is_reserved_field_name(name)]
 
 
 # -- known bugs -----------------------------------------------------------------------------------
