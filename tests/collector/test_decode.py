@@ -4,6 +4,7 @@ reason it was refused; a fuzz test checks that no payload or topic makes it rais
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ from collector.decode import Decoder
 from collector.messages import DeadLetter, RawMessage, Reason
 from collector.metrics import Metrics
 from parkwatch.points import STATUS_MEASUREMENT, Point
-from parkwatch.schema import is_reserved_field_name
+from parkwatch.schema import is_reserved_field_name, rfc3339_to_epoch_ms
 from parkwatch.settings import IngestSettings
 
 NOW_S = 1_700_000_000.0  # the decoder's clock in every test
@@ -122,6 +123,109 @@ def test_rfc3339_ts_with_an_offset_is_converted_to_epoch_ms() -> None:
 
 def test_rfc3339_ts_with_z_suffix_is_utc() -> None:
     assert point({"ts": "2023-11-14T22:13:20Z", "pv_kw": 1.0}).ts_ms == NOW_MS
+
+
+# -- ts strings: RFC 3339 exactly (section 5.6), plus its permitted space and lower case ---------
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SEPARATORS = st.sampled_from(["T", "t", " "])
+
+
+@st.composite
+def rfc3339_instants(draw: st.DrawFn) -> tuple[str, int]:
+    """An RFC 3339 date-time (any offset, any fraction digits) and its epoch milliseconds."""
+    wall = draw(st.datetimes(datetime(1971, 1, 1), datetime(2999, 12, 31))).replace(microsecond=0)
+    minutes = draw(st.integers(-(23 * 60 + 59), 23 * 60 + 59))
+    fraction = draw(st.none() | st.text("0123456789", min_size=1, max_size=12))
+    zone = timezone(timedelta(minutes=minutes))
+    if minutes == 0 and draw(st.booleans()):
+        offset = draw(st.sampled_from(["Z", "z", "-00:00"]))
+    else:
+        sign = "-" if minutes < 0 else "+"
+        offset = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    text = wall.strftime("%Y-%m-%d") + draw(SEPARATORS) + wall.strftime("%H:%M:%S")
+    text += (f".{fraction}" if fraction is not None else "") + offset
+    # The oracle: datetime arithmetic on the drawn parts, sub-millisecond digits truncated.
+    millis = int((fraction or "0")[:3].ljust(3, "0"))
+    return text, (wall.replace(tzinfo=zone) - EPOCH) // timedelta(milliseconds=1) + millis
+
+
+@settings(max_examples=300)
+@given(instant=rfc3339_instants())
+def test_every_rfc3339_date_time_is_read_to_the_millisecond(instant: tuple[str, int]) -> None:
+    text, expected = instant
+    assert rfc3339_to_epoch_ms(text) == expected
+
+
+ARABIC_INDIC_DIGITS = str.maketrans(
+    "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+)
+
+
+def _not_rfc3339(wall: datetime, form: int) -> str:
+    """ISO 8601 (or near) renderings of ``wall`` that RFC 3339 does not allow."""
+    day, time_ = wall.strftime("%Y-%m-%d"), wall.strftime("%H:%M:%S")
+    return [
+        wall.strftime("%Y%m%dT%H%M%SZ"),  # ISO 8601 basic format
+        wall.strftime("%Y%m%dT%H%M%S+0800"),
+        f"{day}T{wall.strftime('%H:%M')}Z",  # no seconds
+        f"{day}T{time_}+0800",  # offset without a colon
+        f"{day}T{time_}+08",  # hour-only offset
+        f"{day}T{time_}",  # no offset at all
+        f"{day}T{time_},5Z",  # comma before the fraction
+        f"{day}T{time_}.Z",  # empty fraction
+        f"{day}_{time_}Z",  # other separators
+        f"{day}T{time_}Z ",  # surrounding whitespace
+        f" {day}T{time_}Z",
+        f"{day}T{time_}Z\n",
+        wall.strftime("%G-W%V-%uT%H:%M:%SZ"),  # ISO week date
+        wall.strftime("%Y-%jT%H:%M:%SZ"),  # ordinal date
+        f"{day}T{time_}+24:00",  # offset out of range
+        f"{day}T{time_}+08:60",
+        f"{day}T{time_}UTC",
+        f"{day}T{time_}\u2212" + "08:00",  # a Unicode minus sign
+        f"{day}T{time_}Z".translate(ARABIC_INDIC_DIGITS),
+        f"+{day}T{time_}Z",  # expanded year
+    ][form]
+
+
+@settings(max_examples=300)
+@given(
+    wall=st.datetimes(datetime(1971, 1, 1), datetime(2999, 12, 31)),
+    form=st.integers(0, 19),
+)
+def test_iso8601_forms_outside_rfc3339_are_refused(wall: datetime, form: int) -> None:
+    text = _not_rfc3339(wall, form)
+    result = rejection({"ts": text, "pv_kw": 1.0})
+    assert result.reason == Reason.INVALID_PAYLOAD
+    assert "ts" in result.detail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-30 02:25:39+00:00",  # section 5.6 allows a space: accepted (documented)
+        "2026-11-30t02:25:39z",  # and lower-case t and z
+        "2026-11-30T02:25:39.000000000Z",
+    ],
+)
+def test_rfc3339_variants_section_5_6_allows_are_accepted(text: str) -> None:
+    assert rfc3339_to_epoch_ms(text) == 1_796_005_539_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20261130T022539Z",  # basic format: what datetime.fromisoformat also takes
+        "2026-11-30T02:25:60Z",  # leap second: refused, as Go's parser (InfluxDB) does
+        "2026-02-30T02:25:39Z",  # no such day
+        "2026-11-30T24:00:00Z",
+        "0000-01-01T00:00:00Z",
+    ],
+)
+def test_strings_outside_rfc3339_or_the_calendar_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="ts"):
+        rfc3339_to_epoch_ms(text)
 
 
 def test_charger_connector_id_becomes_the_connector_tag_not_a_field() -> None:
