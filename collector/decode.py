@@ -16,6 +16,7 @@ import enum
 import logging
 import math
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -190,7 +191,30 @@ class Decoder:
         return self._reject(raw, reason, detail)
 
     def _reject(self, raw: RawMessage, reason: str, detail: str) -> DeadLetter:
-        return DeadLetter(raw.topic, raw.payload, reason, detail, raw.received_at, raw.ticket)
+        return _dead_letter(raw, reason, detail)
+
+
+def _dead_letter(raw: RawMessage, reason: str, detail: str) -> DeadLetter:
+    return DeadLetter(raw.topic, raw.payload, reason, detail, raw.received_at, raw.ticket)
+
+
+class _SeenBugs:
+    """Remembers where exceptions were raised, to log each distinct one only once."""
+
+    MAX: Final = 1000  # distinct places remembered; beyond that, nothing more is logged
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def first(self, exc: BaseException) -> bool:
+        """Whether this is the first exception of its type raised at its place."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        key = (type(exc).__qualname__, *where)
+        if key in self._seen or len(self._seen) >= self.MAX:
+            return False
+        self._seen.add(key)
+        return True
 
 
 def _valid_field_name(name: str) -> bool:
@@ -206,20 +230,22 @@ async def run_decoder(
 ) -> None:
     """Stage loop. Full output queues block here, which fills ``inbox``, which pauses the MQTT
     reader: back-pressure reaches the broker, which holds the unacked QoS 1 messages."""
+    bugs = _SeenBugs()
     while True:
         raw = await inbox.get()
         try:
             result = decoder.decode(raw)
         except Exception as exc:  # a decoder bug must cost one message, not the collector
-            log.exception("decoder failed on a message from %r", raw.topic[:200])
-            result = DeadLetter(
-                raw.topic,
-                raw.payload,
-                Reason.INVALID_PAYLOAD,
-                f"decoder error: {exc!r}",
-                raw.received_at,
-                raw.ticket,
-            )
+            # Filed as internal_error, not as the device's fault; one traceback per distinct
+            # bug (a bug usually hits every message of a kind: a traceback each would flood).
+            if bugs.first(exc):
+                log.exception(
+                    "decoder bug on a message from %r; further messages it hits are "
+                    "dead-lettered as %s without a traceback",
+                    raw.topic[:200],
+                    Reason.INTERNAL_ERROR,
+                )
+            result = _dead_letter(raw, Reason.INTERNAL_ERROR, f"decoder error: {exc!r}")
         if isinstance(result, Point):
             for observe in observers:
                 try:

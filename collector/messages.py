@@ -18,6 +18,7 @@ class Reason:
     TOO_LARGE = "too_large"
     CLOCK_SKEW = "clock_skew"
     REJECTED_BY_SINK = "rejected_by_sink"
+    INTERNAL_ERROR = "internal_error"
 
     ALL = (
         INVALID_JSON,
@@ -28,6 +29,7 @@ class Reason:
         TOO_LARGE,
         CLOCK_SKEW,
         REJECTED_BY_SINK,
+        INTERNAL_ERROR,
     )
 
 

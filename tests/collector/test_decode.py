@@ -3,7 +3,9 @@ reason it was refused; a fuzz test checks that no payload or topic makes it rais
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from collector.decode import Decoder
+from collector.decode import Decoder, run_decoder
 from collector.messages import DeadLetter, RawMessage, Reason
 from collector.metrics import Metrics
 from parkwatch.points import STATUS_MEASUREMENT, Point
@@ -668,3 +670,37 @@ def test_an_integer_field_beyond_int64_is_invalid_payload() -> None:
     result = decode({"ts": NOW_MS, "active_ues": 2**63}, "parks/p/site5g/s-1/telemetry")
     assert isinstance(result, DeadLetter)
     assert result.reason == Reason.INVALID_PAYLOAD
+
+
+# -- the stage loop's safety net ----------------------------------------------------------------
+
+
+class BrokenDecoder(Decoder):
+    """A decoder with a bug: it raises on every message."""
+
+    def decode(self, raw: RawMessage) -> Point | DeadLetter:
+        """Fail as a bug would."""
+        raise KeyError("bug")
+
+
+async def test_a_decoder_bug_is_internal_error_with_one_traceback_not_a_device_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    decoder = BrokenDecoder(IngestSettings(), Metrics(), clock=lambda: NOW_S)
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue()
+    points: asyncio.Queue[Point] = asyncio.Queue()
+    dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    for ticket in range(50):
+        inbox.put_nowait(RawMessage(TOPIC, b'{"ts": 1}', RECEIVED_S, ticket))
+    with caplog.at_level(logging.ERROR, logger="collector.decode"):
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(run_decoder(decoder, inbox, points, dead))
+            async with asyncio.timeout(10):
+                await inbox.join()
+            task.cancel()
+    letters = [dead.get_nowait() for _ in range(dead.qsize())]
+    assert [letter.ticket for letter in letters] == list(range(50))
+    assert {letter.reason for letter in letters} == {"internal_error"}
+    assert "KeyError" in letters[0].detail
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 1, [record.getMessage() for record in caplog.records]
