@@ -50,6 +50,11 @@ class Metrics:
         self.reconnects = Counter(
             "parkwatch_mqtt_reconnects", "Reconnections to the MQTT broker.", registry=r
         )
+        self.intake_errors = Counter(
+            "parkwatch_mqtt_intake_errors",
+            "Messages the MQTT adapter failed to take in (a bug), left unacked for redelivery.",
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "parkwatch_mqtt_connected", "1 while connected to the broker.", registry=r
         )

@@ -57,6 +57,22 @@ async def until(
         await asyncio.sleep(0.02)
 
 
+async def broker_saw_disconnects(broker: Mosquitto, client_id: str, count: int) -> None:
+    """Await the broker logging ``count`` clean disconnects of ``client_id`` in all.
+
+    Until the broker has read a client's DISCONNECT, acks that client sent just before may still
+    sit unread in its socket; a new connection with the same client id takes the session over
+    and those acks are lost, so the broker redelivers the messages. Awaiting this makes the next
+    connection see exactly what was not acked.
+    """
+    line = f"Client {client_id} disconnected."
+
+    def seen() -> bool:
+        return broker.log_path.read_text(errors="replace").count(line) >= count
+
+    await until(seen, what=f"the broker to see {client_id} disconnect {count} times")
+
+
 def publish_all(
     broker: Mosquitto,
     messages: Iterable[tuple[str, bytes]],

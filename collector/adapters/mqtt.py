@@ -10,7 +10,7 @@ when the pipeline's inbox is full we stop reading the socket, so TCP back-pressu
 messages at the broker, which holds them in our persistent session. Nothing is dropped here.
 
 ``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
-buffer (``bench/bench_ingest.py`` measures it against stock paho).
+buffer (``bench/ingest.py`` measures it against stock paho).
 """
 
 from __future__ import annotations
@@ -271,7 +271,10 @@ class MqttSource:
             self._ready.set_exception(error)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        # Never raise into paho: one odd message must not break the connection.
+        # Never raise into paho: one odd message must not break the connection. Once a ticket
+        # is registered, every path settles or fails it: an open ticket would hold back every
+        # later ack (acks go out in order).
+        ticket: int | None = None
         try:
             try:
                 topic = message.topic
@@ -288,6 +291,14 @@ class MqttSource:
                 self._overflow_ready.set()
         except Exception:
             log.exception("failed to take in a message on %r", message._topic[:100])
+            if ticket is not None:
+                self._give_up(ticket)
+
+    def _give_up(self, ticket: int) -> None:
+        """A message we failed to take in: unacked (redelivered on the next connection), but
+        out of the line, so later acks go out."""
+        self._metrics.intake_errors.inc()
+        self.tracker.fail(ticket)
 
     def _send_ack(self, mid: int, qos: int) -> None:
         self._client.ack(mid, qos)

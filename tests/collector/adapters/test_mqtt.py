@@ -17,7 +17,7 @@ from collector.metrics import Metrics
 from parkwatch.errors import SourceError
 from parkwatch.localservers import Mosquitto
 from parkwatch.settings import MqttSettings
-from tests.helpers import publish_all, until
+from tests.helpers import broker_saw_disconnects, publish_all, until
 
 
 def settings_for(broker: Mosquitto, prefix: str, **extra: Any) -> MqttSettings:
@@ -74,6 +74,7 @@ async def test_only_settled_messages_are_acked_the_rest_is_redelivered(
         source.settle([first[0].ticket, first[1].ticket, first[3].ticket])
         assert source.tracker.acked == 2
         assert source.tracker.in_flight == 4
+    await broker_saw_disconnects(mosquitto, settings.client_id, 1)
 
     # A new connection with the same client id resumes the persistent session.
     inbox2: asyncio.Queue[RawMessage] = asyncio.Queue(100)
@@ -200,6 +201,7 @@ async def test_mqtt_311_persistent_session_redelivers_what_was_not_acked(
         await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 4))
         got = await take(inbox, 4)
         source.settle([got[0].ticket, got[1].ticket])
+    await broker_saw_disconnects(mosquitto, settings.client_id, 1)
     inbox2: asyncio.Queue[RawMessage] = asyncio.Queue(100)
     source2 = MqttSource(settings, inbox2, Metrics())
     async with running(source2):
@@ -231,3 +233,54 @@ async def test_a_shared_subscription_splits_messages_between_collectors(
         for source, inbox in zip(sources, inboxes, strict=True):
             source.settle([inbox.get_nowait().ticket for _ in range(inbox.qsize())])
     assert all(size > 0 for size in sizes), sizes  # each member got a share, none got all
+
+
+# -- a failure after a message got its ticket ---------------------------------------------------
+
+
+class InboxFailingOnce(asyncio.Queue[RawMessage]):
+    """An inbox whose first put raises, as a bug in the intake path would."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.failures = 0
+
+    def put_nowait(self, item: RawMessage) -> None:
+        """Raise the first time, then behave."""
+        if not self.failures:
+            self.failures += 1
+            raise RuntimeError("injected intake failure")
+        super().put_nowait(item)
+
+
+@pytest.mark.servers
+async def test_a_message_that_fails_intake_does_not_hold_back_later_acks(
+    mosquitto: Mosquitto, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(mosquitto, topic_prefix)
+    inbox = InboxFailingOnce(100)
+    metrics = Metrics()
+    source = MqttSource(settings, inbox, metrics)
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed")
+        await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 5))
+        later = await take(inbox, 4)
+        assert [m.payload for m in later] == [b"1", b"2", b"3", b"4"]
+        source.settle(m.ticket for m in later)
+        # Before the fix: 0 acked, every later PUBACK waiting behind message 0's open ticket.
+        assert source.tracker.acked == 4
+        assert source.tracker.in_flight == 0
+    assert inbox.failures == 1
+    assert metrics.intake_errors._value.get() == 1
+    assert "injected intake failure" in caplog.text
+    await broker_saw_disconnects(mosquitto, settings.client_id, 1)
+
+    # Message 0 was not acked: the broker redelivers it, and only it, to the next connection.
+    inbox2: asyncio.Queue[RawMessage] = asyncio.Queue(100)
+    source2 = MqttSource(settings, inbox2, Metrics())
+    async with running(source2):
+        again = await take(inbox2, 1)
+        assert [m.payload for m in again] == [b"0"]
+        source2.settle(m.ticket for m in again)
+        assert source2.tracker.acked == 1
+    assert inbox2.empty()
