@@ -60,11 +60,11 @@ class Decoder:
 
     def decode(self, raw: RawMessage) -> Point | DeadLetter:
         """Validate ``raw``; the result carries the message's ack ticket either way."""
-        if len(raw.payload) > self._settings.max_payload_bytes:
+        if raw.size > self._settings.max_payload_bytes:
             return self._reject(
                 raw,
                 Reason.TOO_LARGE,
-                f"{len(raw.payload)} bytes > limit {self._settings.max_payload_bytes}",
+                f"{raw.size} bytes > limit {self._settings.max_payload_bytes}",
             )
         parts = parse_topic(raw.topic, self._prefix)
         if isinstance(parts, str):
@@ -195,7 +195,9 @@ class Decoder:
 
 
 def _dead_letter(raw: RawMessage, reason: str, detail: str) -> DeadLetter:
-    return DeadLetter(raw.topic, raw.payload, reason, detail, raw.received_at, raw.ticket)
+    return DeadLetter(
+        raw.topic, raw.payload, reason, detail, raw.received_at, raw.ticket, raw.full_size
+    )
 
 
 class _SeenBugs:

@@ -51,6 +51,13 @@ class RawMessage:
     payload: bytes
     received_at: float
     ticket: int
+    full_size: int | None = None
+    """Bytes as received when ``payload`` holds only the start of an oversized payload."""
+
+    @property
+    def size(self) -> int:
+        """The payload's size as received."""
+        return len(self.payload) if self.full_size is None else self.full_size
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,3 +70,10 @@ class DeadLetter:
     detail: str
     received_at: float
     ticket: int
+    full_size: int | None = None
+    """Bytes as received when ``payload`` holds only the start of an oversized payload."""
+
+    @property
+    def size(self) -> int:
+        """The payload's size as received."""
+        return len(self.payload) if self.full_size is None else self.full_size

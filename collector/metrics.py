@@ -55,6 +55,11 @@ class Metrics:
             "Messages the MQTT adapter failed to take in (a bug), left unacked for redelivery.",
             registry=r,
         )
+        self.inflight_bytes = Gauge(
+            "parkwatch_inflight_bytes",
+            "Payload bytes received and not yet settled (bounded by mqtt.max_inflight_bytes).",
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "parkwatch_mqtt_connected", "1 while connected to the broker.", registry=r
         )

@@ -90,7 +90,14 @@ class Collector:
             resources.push_async_callback(spool.close)
             await self._sink.start()
             resources.push_async_callback(self._sink.close)
-            source = self._source_factory(s.mqtt, inbox, self.metrics, connected=self.connected)
+            source = self._source_factory(
+                s.mqtt,
+                inbox,
+                self.metrics,
+                connected=self.connected,
+                max_payload_bytes=s.ingest.max_payload_bytes,
+                oversize_keep_bytes=s.deadletter.max_payload_chars,
+            )
             self._source = source
             writer = Writer(
                 writer_settings,

@@ -85,6 +85,11 @@ class MqttSettings(_Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     tls_insecure: bool = Field(default=False, description="Skip hostname verification.")
+    max_inflight_bytes: int = Field(
+        default=64 * 2**20,
+        ge=2**16,
+        description="Payload bytes received and not yet settled; beyond it we stop reading.",
+    )
     reconnect_min_s: float = Field(default=0.2, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
 

@@ -6,8 +6,11 @@ once the message is safe (written, spooled or dead-lettered). The socket is driv
 aiomqtt drives it (``add_reader``/``add_writer`` on the loop, ``loop_misc`` once a second).
 
 Flow control: the broker may have ``receive_maximum`` unacked messages in flight to us (MQTT 5);
-when the pipeline's inbox is full we stop reading the socket, so TCP back-pressure keeps further
-messages at the broker, which holds them in our persistent session. Nothing is dropped here.
+when the pipeline's inbox is full, or the payload bytes received and not yet settled exceed
+``max_inflight_bytes``, we stop reading the socket, so TCP back-pressure keeps further messages at
+the broker, which holds them in our persistent session. Nothing is dropped here. A payload over
+the decoder's limit (it will be dead-lettered as too large) is cut to the part a dead letter
+keeps as soon as it arrives, so a backlog of huge payloads costs memory for one at a time.
 
 ``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
 buffer (``bench/ingest.py`` measures it against stock paho).
@@ -83,6 +86,8 @@ class MqttSource:
         *,
         buffered: bool = True,
         connected: asyncio.Event | None = None,
+        max_payload_bytes: int | None = None,
+        oversize_keep_bytes: int = 4096,
     ) -> None:
         self._settings = settings
         self._inbox = inbox
@@ -91,6 +96,11 @@ class MqttSource:
         self._loop_thread = threading.get_ident()
         self._client = self._make_client(buffered)
         self.tracker = AckTracker(self._send_ack)
+        # Payloads over max_payload_bytes are cut to oversize_keep_bytes on arrival.
+        self._max_payload = max_payload_bytes
+        self._oversize_keep = oversize_keep_bytes
+        self._held: dict[int, int] = {}  # ticket -> bytes, until settled (also across reconnects)
+        self._held_bytes = 0
         self._overflow: deque[RawMessage] = deque()
         self._overflow_ready = asyncio.Event()
         self._fd: int | None = None
@@ -102,6 +112,7 @@ class MqttSource:
         self._stopping = False
         metrics.unacked.set_function(lambda: self.tracker.in_flight)
         metrics.oldest_unacked.set_function(self.tracker.oldest_age)
+        metrics.inflight_bytes.set_function(lambda: self._held_bytes)
 
     # -- client set-up -----------------------------------------------------------------------
 
@@ -162,7 +173,7 @@ class MqttSource:
             self._client.read_buffer.clear()
         self._fd = fd
         self._reading = False
-        self._set_reading(not self._paused)
+        self._update_reading()
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._detach, self._fd)
@@ -187,6 +198,14 @@ class MqttSource:
     def _writable(self) -> None:
         self._client.loop_write()
 
+    def _update_reading(self) -> None:
+        """Read the socket unless paused, the inbox overflowed, or too many bytes are held."""
+        self._set_reading(
+            not self._paused
+            and not self._overflow
+            and self._held_bytes <= self._settings.max_inflight_bytes
+        )
+
     def _set_reading(self, on: bool) -> None:
         if self._fd is None or on == self._reading:
             return
@@ -204,7 +223,8 @@ class MqttSource:
         client = self._client
         buffered = isinstance(client, BufferedClient)
         # loop_read handles one packet; keep going while bytes are buffered, unless the inbox
-        # filled up (then _on_message paused us and the pump resumes us when there is room).
+        # filled up or too many bytes are held (then _on_message paused us, and the pump or
+        # settle resumes us).
         while self._reading:
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
@@ -276,28 +296,42 @@ class MqttSource:
         # later ack (acks go out in order).
         ticket: int | None = None
         try:
-            try:
-                topic = message.topic
-            except UnicodeDecodeError:
-                topic = message._topic.decode("utf-8", "replace")  # invalid UTF-8
-            ticket = self.tracker.received(message.mid, message.qos)
-            raw = RawMessage(topic, bytes(message.payload), time.time(), ticket)
             self._metrics.received.inc()
-            try:
-                self._inbox.put_nowait(raw)
-            except asyncio.QueueFull:
-                self._overflow.append(raw)
-                self._set_reading(False)
-                self._overflow_ready.set()
+            payload = bytes(message.payload)
+            ticket = self.tracker.received(message.mid, message.qos)
+            self._take_in(message, payload, ticket)
         except Exception:
             log.exception("failed to take in a message on %r", message._topic[:100])
             if ticket is not None:
                 self._give_up(ticket)
 
+    def _take_in(self, message: paho.MQTTMessage, payload: bytes, ticket: int) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", "replace")  # invalid UTF-8
+        size = len(payload)
+        if self._max_payload is not None and size > self._max_payload:
+            # Will be dead-lettered as too large: keep only what the dead letter stores, so the
+            # whole payload is freed when paho drops the packet, not when the record is written.
+            raw = RawMessage(topic, payload[: self._oversize_keep], time.time(), ticket, size)
+        else:
+            raw = RawMessage(topic, payload, time.time(), ticket)
+        held = len(raw.payload) + len(topic)
+        self._held[ticket] = held
+        self._held_bytes += held
+        try:
+            self._inbox.put_nowait(raw)
+        except asyncio.QueueFull:
+            self._overflow.append(raw)
+            self._overflow_ready.set()
+        self._update_reading()
+
     def _give_up(self, ticket: int) -> None:
         """A message we failed to take in: unacked (redelivered on the next connection), but
         out of the line, so later acks go out."""
         self._metrics.intake_errors.inc()
+        self._held_bytes -= self._held.pop(ticket, 0)
         self.tracker.fail(ticket)
 
     def _send_ack(self, mid: int, qos: int) -> None:
@@ -305,6 +339,16 @@ class MqttSource:
 
     def settle(self, tickets: Iterable[int]) -> None:
         """Messages are safe: ack them (in arrival order)."""
+        if not isinstance(tickets, list):
+            tickets = list(tickets)
+        held = self._held
+        freed = 0
+        for ticket in tickets:
+            freed += held.pop(ticket, 0)
+        if freed:
+            self._held_bytes -= freed
+            if not self._reading:
+                self._update_reading()
         self.tracker.settle_many(tickets)
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -373,8 +417,10 @@ class MqttSource:
             await self._overflow_ready.wait()
             self._overflow_ready.clear()
             while self._overflow:
-                await self._inbox.put(self._overflow.popleft())
-            self._set_reading(not self._paused)
+                # Left in the overflow until it is in: reading stays off until the last is in.
+                await self._inbox.put(self._overflow[0])
+                self._overflow.popleft()
+            self._update_reading()
 
     def pause(self) -> None:
         """Stop taking messages (shutdown); acks still go out."""

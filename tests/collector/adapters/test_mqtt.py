@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from collector.adapters.mqtt import MqttSource
 from collector.messages import RawMessage
 from collector.metrics import Metrics
 from parkwatch.errors import SourceError
-from parkwatch.localservers import Mosquitto
+from parkwatch.localservers import InfluxDB1, Mosquitto
 from parkwatch.settings import MqttSettings
+from tests.faults import CollectorProcess, wait_until
 from tests.helpers import broker_saw_disconnects, publish_all, until
 
 
@@ -284,3 +285,146 @@ async def test_a_message_that_fails_intake_does_not_hold_back_later_acks(
         source2.settle(m.ticket for m in again)
         assert source2.tracker.acked == 1
     assert inbox2.empty()
+
+
+# -- memory: bounded by bytes in flight, not by message count -----------------------------------
+
+
+@pytest.mark.servers
+async def test_reading_pauses_while_the_bytes_held_exceed_the_bound_and_nothing_is_lost(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    settings = settings_for(mosquitto, topic_prefix, max_inflight_bytes=64 * 1024)
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue(1000)  # the count bound is not the limit
+    metrics = Metrics()
+    source = MqttSource(settings, inbox, metrics)
+    topic = f"{topic_prefix}/p/microgrid/m/telemetry"
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed")
+        bodies = [b"%03d" % n + b"x" * 16_000 for n in range(30)]
+        await asyncio.to_thread(publish_all, mosquitto, [(topic, body) for body in bodies])
+        got: list[RawMessage] = []
+        while len(got) < len(bodies):
+            await until(lambda: not inbox.empty(), what=f"message {len(got)}")
+            # Unsettled messages hold their bytes: reading stopped once past 64 KiB.
+            assert inbox.qsize() <= 5
+            assert metrics.inflight_bytes._value.get() <= 64 * 1024 + 16_100
+            message = inbox.get_nowait()
+            got.append(message)
+            source.settle([message.ticket])
+        assert [m.payload for m in got] == bodies
+        assert metrics.inflight_bytes._value.get() == 0
+
+
+@pytest.mark.servers
+async def test_an_oversized_payload_is_cut_on_arrival_to_what_a_dead_letter_keeps(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
+    source = MqttSource(
+        settings_for(mosquitto, topic_prefix),
+        inbox,
+        Metrics(),
+        max_payload_bytes=1000,
+        oversize_keep_bytes=100,
+    )
+    topic = f"{topic_prefix}/p/microgrid/m/telemetry"
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed")
+        bodies = [b"a" * 1000, b"b" * 1001]  # at the limit, and one byte over
+        await asyncio.to_thread(publish_all, mosquitto, [(topic, body) for body in bodies])
+        at_limit, over = await take(inbox, 2)
+        source.settle([at_limit.ticket, over.ticket])
+    assert (at_limit.payload, at_limit.size) == (bodies[0], 1000)
+    assert (over.payload, over.size) == (b"b" * 100, 1001)
+
+
+BACKLOG = 150  # messages of ~1 MB each: 150 MB queued at the broker, drained in seconds
+BIG = 1_000_000  # bytes per payload; under the shipped broker's message_size_limit (1 MiB)
+RSS_GROWTH_BOUND = 40 * 2**20  # over the idle peak; before the byte bound: 76 and 146 MiB
+
+
+def _peak_rss(pid: int) -> int:
+    """VmHWM (peak resident set) of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@pytest.fixture
+def collector_process(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    topic_prefix: str,
+) -> Iterator[Callable[[dict[str, str]], CollectorProcess]]:
+    """Makes this test's collector subprocess (with extra ``PARKWATCH_*`` settings); killed at
+    teardown."""
+    made: list[CollectorProcess] = []
+
+    def make(env: dict[str, str]) -> CollectorProcess:
+        process = CollectorProcess(
+            tmp_path / "collector",
+            broker=mosquitto,
+            influx=influxdb,
+            database=influx_database,
+            topic_prefix=topic_prefix,
+            env=env,
+        )
+        made.append(process)
+        return process
+
+    yield make
+    for process in made:
+        process.close()
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize(
+    ("case", "env"),
+    [
+        # Over ingest.max_payload_bytes: rightly dead-lettered as too_large.
+        ("oversized", {}),
+        # Within a raised payload limit, but not JSON: the byte bound alone must hold memory.
+        (
+            "large",
+            {
+                "PARKWATCH_INGEST__MAX_PAYLOAD_BYTES": str(2 * BIG),
+                "PARKWATCH_MQTT__MAX_INFLIGHT_BYTES": str(8 * 2**20),
+            },
+        ),
+    ],
+)
+def test_a_backlog_of_large_payloads_keeps_peak_memory_bounded_by_bytes(
+    collector_process: Callable[[dict[str, str]], CollectorProcess],
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    case: str,
+    env: dict[str, str],
+) -> None:
+    collector = collector_process(env)
+    # First start: subscribe (the broker keeps the session) and learn the idle peak.
+    collector.start()
+    collector.wait_subscribed()
+    idle_peak = _peak_rss(collector.pid)
+    assert collector.terminate() == 0
+    # The backlog waits at the broker while the collector is away ...
+    topic = f"{topic_prefix}/p/microgrid/m/telemetry"
+    publish_all(mosquitto, [(topic, b"x" * BIG)] * BACKLOG)
+    # ... and is drained as fast as the broker sends it.
+    collector.start()
+    wait_until(
+        lambda: (
+            collector.metric("parkwatch_messages_received_total") >= BACKLOG
+            and collector.metric("parkwatch_unacked_messages") == 0
+        ),
+        timeout=60,
+        what=f"{BACKLOG} large messages dead-lettered and acked",
+        collector=collector,
+    )
+    growth = _peak_rss(collector.pid) - idle_peak
+    reason = "too_large" if case == "oversized" else "invalid_json"
+    assert collector.metric("parkwatch_dead_letters_total", reason=reason) == BACKLOG
+    assert growth < RSS_GROWTH_BOUND, f"peak RSS grew {growth / 2**20:.0f} MiB ({case})"
