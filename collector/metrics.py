@@ -50,6 +50,12 @@ class Metrics:
         self.reconnects = Counter(
             "parkwatch_mqtt_reconnects", "Reconnections to the MQTT broker.", registry=r
         )
+        self.session_takeovers = Counter(
+            "parkwatch_mqtt_session_takeovers",
+            "Connections lost to another client with our client id (MQTT 5 reason 0x8E, or "
+            "MQTT 3.1.1 connections dropped again and again right after connecting).",
+            registry=r,
+        )
         self.intake_errors = Counter(
             "parkwatch_mqtt_intake_errors",
             "Messages the MQTT adapter failed to take in (a bug), left unacked for redelivery.",

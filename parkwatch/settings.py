@@ -92,6 +92,11 @@ class MqttSettings(_Section):
     )
     reconnect_min_s: float = Field(default=0.2, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    takeover_backoff_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest wait before reconnecting after another client took our session.",
+    )
 
     @field_validator("url")
     @classmethod

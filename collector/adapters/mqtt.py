@@ -12,6 +12,8 @@ the broker, which holds them in our persistent session. Nothing is dropped here.
 the decoder's limit (it will be dead-lettered as too large) is cut to the part a dead letter
 keeps as soon as it arrives, so a backlog of huge payloads costs memory for one at a time.
 
+Two collectors fighting over one client id back off (``collector/adapters/takeover.py``).
+
 ``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
 buffer (``bench/ingest.py`` measures it against stock paho).
 """
@@ -35,6 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
 
 from collector.acks import AckTracker
+from collector.adapters.takeover import TakeoverGuard
 from collector.messages import RawMessage
 from collector.metrics import Metrics
 from parkwatch.errors import SourceError
@@ -101,6 +104,9 @@ class MqttSource:
         self._oversize_keep = oversize_keep_bytes
         self._held: dict[int, int] = {}  # ticket -> bytes, until settled (also across reconnects)
         self._held_bytes = 0
+        self._guard = TakeoverGuard(settings, metrics)
+        self._disconnect_code: int | None = None
+        self._session_up = False  # CONNACK received on the current connection
         self._overflow: deque[RawMessage] = deque()
         self._overflow_ready = asyncio.Event()
         self._fd: int | None = None
@@ -244,7 +250,10 @@ class MqttSource:
         if reason.is_failure:
             self._fail(SourceError(f"broker refused connection: {reason}"))
             return
-        log.info(
+        self._session_up = True
+        self._guard.connected()
+        log.log(
+            logging.DEBUG if self._guard.strikes else logging.INFO,  # quiet while flapping
             "connected to %s (session present: %s)",
             self._settings.redacted_url(),
             flags.session_present,
@@ -275,15 +284,18 @@ class MqttSource:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        self._in_loop(self._mark_disconnected, str(reason))
+        self._in_loop(self._mark_disconnected, str(reason), getattr(reason, "value", None))
 
-    def _mark_disconnected(self, reason: str) -> None:
-        # A failed connection attempt is reported through _ready, an established one here.
-        was_connected = self.connected.is_set()
+    def _mark_disconnected(self, reason: str, code: int | None) -> None:
+        # A connection attempt that failed before CONNACK is reported through _ready; one the
+        # broker had accepted (even if not yet subscribed: a takeover can strike then) here.
+        self._disconnect_code = code
+        was_up = self._session_up
+        self._session_up = False
         self.connected.clear()
         self._metrics.mqtt_connected.set(0)
         self._fail(SourceError(f"disconnected: {reason}"))
-        if was_connected or self._stopping:
+        if was_up or self._stopping:
             self._disconnected.set()
 
     def _fail(self, error: SourceError) -> None:
@@ -361,12 +373,18 @@ class MqttSource:
             dropped = self.tracker.reset()
             if self._stopping:
                 return
+            self._metrics.reconnects.inc()
+            wait = self._guard.lost(self._disconnect_code)
+            if self._guard.strikes:
+                # A client-id fight or a flapping connection: explained once by the guard.
+                log.debug("connection lost again; reconnecting in %.1f s", wait)
+                await asyncio.sleep(wait)
+                continue
             log.warning(
                 "lost connection to %s; %d unacked messages will be redelivered",
                 self._settings.redacted_url(),
                 dropped,
             )
-            self._metrics.reconnects.inc()
 
     async def _connect_with_retry(self) -> None:
         s = self._settings
@@ -387,6 +405,7 @@ class MqttSource:
         """One connection attempt: connect, subscribe; raise ``SourceError`` on failure."""
         s = self._settings
         self._disconnected.clear()
+        self._session_up = False
         self._ready = self._loop.create_future()
         kwargs: dict[str, Any] = {}
         if s.protocol == "5":
@@ -399,6 +418,8 @@ class MqttSource:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await self._ready
         except (OSError, ssl.SSLError, TimeoutError, SourceError) as exc:
+            if self._disconnected.is_set() and not self._stopping:
+                return  # accepted, then dropped before subscribing: run() decides the wait
             self._client.disconnect()  # closes a half-open attempt; harmless otherwise
             if isinstance(exc, SourceError):
                 raise

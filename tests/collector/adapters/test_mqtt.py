@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -285,6 +286,58 @@ async def test_a_message_that_fails_intake_does_not_hold_back_later_acks(
         source2.settle(m.ticket for m in again)
         assert source2.tracker.acked == 1
     assert inbox2.empty()
+
+
+# -- two instances with one client id -----------------------------------------------------------
+
+FIGHT_WINDOW_S = 5.0  # how long the two are left to fight; counts only, never a timing assert
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_two_sources_with_one_client_id_back_off_and_say_so_once(
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    protocol: str,
+    caplog: pytest.LogCaptureFixture,
+    record_property: Callable[[str, object], None],
+) -> None:
+    settings = settings_for(mosquitto, topic_prefix, protocol=protocol)
+    metrics = [Metrics(), Metrics()]
+    inboxes: list[asyncio.Queue[RawMessage]] = [asyncio.Queue(1000), asyncio.Queue(1000)]
+    sources = [MqttSource(settings, q, m) for q, m in zip(inboxes, metrics, strict=True)]
+
+    async def settle_all(source: MqttSource, inbox: asyncio.Queue[RawMessage]) -> None:
+        while True:
+            source.settle([(await inbox.get()).ticket])
+
+    with caplog.at_level(logging.INFO, logger="collector"):
+        async with running(sources[0]), running(sources[1]), asyncio.TaskGroup() as group:
+            pairs = zip(sources, inboxes, strict=True)
+            settlers = [group.create_task(settle_all(*pair)) for pair in pairs]
+            await until(
+                lambda: sum(m.reconnects._value.get() for m in metrics) >= 1,
+                what="the second instance taking the session over",
+            )
+            await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 100))
+            # The window the counts are taken over (they are upper bounds: a slow machine only
+            # lowers them). Before the fix: 1 636 + 1 635 reconnects (MQTT 5), 1 927 + 1 929
+            # (3.1.1), each message received 20-40 times, 3 273 and 3 861 warnings.
+            await asyncio.sleep(FIGHT_WINDOW_S)
+            for task in settlers:
+                task.cancel()
+    reconnects = [m.reconnects._value.get() for m in metrics]
+    takeovers = [m.session_takeovers._value.get() for m in metrics]
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    explained = [r for r in noisy if "in use by another instance" in r.getMessage()]
+    record_property("reconnects", reconnects)
+    record_property("received_of_100", sum(m.received._value.get() for m in metrics))
+    record_property("warnings", len(noisy))
+    assert sum(reconnects) <= 30, reconnects
+    assert sum(takeovers) >= 3, takeovers
+    assert 1 <= len(explained) <= 2, [r.getMessage() for r in noisy]  # once per instance at most
+    assert len(noisy) == len(explained), [r.getMessage() for r in noisy]
+    assert f"client id {settings.client_id!r}" in explained[0].getMessage()
 
 
 # -- memory: bounded by bytes in flight, not by message count -----------------------------------
