@@ -56,6 +56,11 @@ class Metrics:
             "MQTT 3.1.1 connections dropped again and again right after connecting).",
             registry=r,
         )
+        self.retained_skipped = Counter(
+            "parkwatch_retained_skipped",
+            "Retained messages acked and skipped: the same (topic, payload) was handled before.",
+            registry=r,
+        )
         self.intake_errors = Counter(
             "parkwatch_mqtt_intake_errors",
             "Messages the MQTT adapter failed to take in (a bug), left unacked for redelivery.",

@@ -150,6 +150,7 @@ class Collector:
                 group.create_task(source.run(), name="mqtt-connection"),
                 group.create_task(source.run_misc(), name="mqtt-housekeeping"),
                 group.create_task(source.run_pump(), name="mqtt-overflow-pump"),
+                group.create_task(source.run_retained(), name="mqtt-retained-ledger"),
                 group.create_task(
                     run_decoder(decoder, inbox, points, dead, self._observers), name="decoder"
                 ),

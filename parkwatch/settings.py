@@ -97,6 +97,13 @@ class MqttSettings(_Section):
         gt=0,
         description="Longest wait before reconnecting after another client took our session.",
     )
+    retained_state_file: Path = Field(
+        default=Path("var/retained-seen.bin"),
+        description="Digests of retained messages already handled, so a restart skips them.",
+    )
+    retained_state_max_topics: int = Field(
+        default=200_000, ge=1, description="Retained topics remembered (oldest forgotten first)."
+    )
 
     @field_validator("url")
     @classmethod

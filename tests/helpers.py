@@ -78,6 +78,7 @@ def publish_all(
     messages: Iterable[tuple[str, bytes]],
     *,
     qos: int = 1,
+    retain: bool = False,
     username: str | None = None,
     password: str | None = None,
 ) -> int:
@@ -90,7 +91,9 @@ def publish_all(
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
-        infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
+        infos = [
+            client.publish(topic, payload, qos=qos, retain=retain) for topic, payload in messages
+        ]
         for info in infos:
             info.wait_for_publish(timeout=30)
             assert info.is_published(), "broker did not acknowledge a publish"
@@ -115,6 +118,7 @@ def collector_settings(
             "topic_prefix": topic_prefix,
             "client_id": f"collector-{topic_prefix}"[:64],
             "reconnect_max_s": 0.5,
+            "retained_state_file": tmp_path / "retained-seen.bin",
         },
         "influx": {"url": influx_server.url, "database": database},
         "writer": {"flush_interval_s": 0.2, "retry_initial_s": 0.05, "retry_max_s": 0.2},

@@ -12,7 +12,9 @@ the broker, which holds them in our persistent session. Nothing is dropped here.
 the decoder's limit (it will be dead-lettered as too large) is cut to the part a dead letter
 keeps as soon as it arrives, so a backlog of huge payloads costs memory for one at a time.
 
-Two collectors fighting over one client id back off (``collector/adapters/takeover.py``).
+Retained messages (RETAIN flag: sent again on every subscription) are state, not events: one
+already handled is acked and skipped (``collector/retained.py``). Two collectors fighting over one
+client id back off (``collector/adapters/takeover.py``).
 
 ``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
 buffer (``bench/ingest.py`` measures it against stock paho).
@@ -40,6 +42,7 @@ from collector.acks import AckTracker
 from collector.adapters.takeover import TakeoverGuard
 from collector.messages import RawMessage
 from collector.metrics import Metrics
+from collector.retained import RetainedFilter, RetainedKey, RetainedLedger
 from parkwatch.errors import SourceError
 from parkwatch.settings import MqttSettings
 
@@ -105,6 +108,10 @@ class MqttSource:
         self._held: dict[int, int] = {}  # ticket -> bytes, until settled (also across reconnects)
         self._held_bytes = 0
         self._guard = TakeoverGuard(settings, metrics)
+        ledger = RetainedLedger(
+            settings.retained_state_file, max_topics=settings.retained_state_max_topics
+        )
+        self._retained = RetainedFilter(ledger, self._settle_acks, metrics)
         self._disconnect_code: int | None = None
         self._session_up = False  # CONNACK received on the current connection
         self._overflow: deque[RawMessage] = deque()
@@ -310,14 +317,27 @@ class MqttSource:
         try:
             self._metrics.received.inc()
             payload = bytes(message.payload)
+            if message.retain:
+                retained = self._retained.replayed(message._topic, payload)
+                if retained is None:  # a state we already know
+                    self.tracker.settle(self.tracker.received(message.mid, message.qos))
+                    return
+            else:
+                retained = self._retained.live(message._topic, payload)
             ticket = self.tracker.received(message.mid, message.qos)
-            self._take_in(message, payload, ticket)
+            self._take_in(message, payload, ticket, retained)
         except Exception:
             log.exception("failed to take in a message on %r", message._topic[:100])
             if ticket is not None:
                 self._give_up(ticket)
 
-    def _take_in(self, message: paho.MQTTMessage, payload: bytes, ticket: int) -> None:
+    def _take_in(
+        self,
+        message: paho.MQTTMessage,
+        payload: bytes,
+        ticket: int,
+        retained: RetainedKey | None,
+    ) -> None:
         try:
             topic = message.topic
         except UnicodeDecodeError:
@@ -332,6 +352,8 @@ class MqttSource:
         held = len(raw.payload) + len(topic)
         self._held[ticket] = held
         self._held_bytes += held
+        if retained is not None:
+            self._retained.track(ticket, retained)
         try:
             self._inbox.put_nowait(raw)
         except asyncio.QueueFull:
@@ -344,10 +366,14 @@ class MqttSource:
         out of the line, so later acks go out."""
         self._metrics.intake_errors.inc()
         self._held_bytes -= self._held.pop(ticket, 0)
+        self._retained.forget(ticket)
         self.tracker.fail(ticket)
 
     def _send_ack(self, mid: int, qos: int) -> None:
         self._client.ack(mid, qos)
+
+    def _settle_acks(self, tickets: Iterable[int]) -> None:
+        self.tracker.settle_many(tickets)  # looked up each time: a bench swaps the tracker
 
     def settle(self, tickets: Iterable[int]) -> None:
         """Messages are safe: ack them (in arrival order)."""
@@ -361,12 +387,13 @@ class MqttSource:
             self._held_bytes -= freed
             if not self._reading:
                 self._update_reading()
-        self.tracker.settle_many(tickets)
+        self._retained.settle(tickets)
 
     # -- tasks ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect, and reconnect with jittered backoff whenever the connection drops."""
+        await self._retained.load()
         while not self._stopping:
             await self._connect_with_retry()
             await self._disconnected.wait()
@@ -385,6 +412,11 @@ class MqttSource:
                 self._settings.redacted_url(),
                 dropped,
             )
+
+    async def run_retained(self) -> None:
+        """Record handled retained messages durably before their acks (must run alongside
+        ``run``: the acks of retained messages wait for it)."""
+        await self._retained.run()
 
     async def _connect_with_retry(self) -> None:
         s = self._settings

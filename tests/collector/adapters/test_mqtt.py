@@ -42,6 +42,7 @@ async def running(source: MqttSource) -> AsyncIterator[MqttSource]:
             group.create_task(source.run()),
             group.create_task(source.run_misc()),
             group.create_task(source.run_pump()),
+            group.create_task(source.run_retained()),
         ]
         try:
             yield source
