@@ -13,6 +13,7 @@ RUN useradd --system parkwatch && mkdir -p /var/lib/parkwatch && chown parkwatch
 USER parkwatch
 ENV PARKWATCH_SPOOL__DIRECTORY=/var/lib/parkwatch/spool \
     PARKWATCH_DEADLETTER__PATH=/var/lib/parkwatch/deadletter.jsonl \
+    PARKWATCH_MQTT__RETAINED_STATE_FILE=/var/lib/parkwatch/retained-seen.bin \
     PARKWATCH_HTTP__HOST=0.0.0.0
 EXPOSE 9108
 ENTRYPOINT ["parkwatch"]
