@@ -89,21 +89,23 @@ class TakeoverGuard:
 
     def _explain(self, taken_over: bool) -> None:
         s = self._settings
-        what = (
-            "the broker handed our session to another connection with the same client id"
-            " (MQTT 5 reason 'Session taken over')"
-            if taken_over
-            else f"the broker dropped us {self._strikes} times in a row within"
-            f" {QUICK_DROP_S:.0f} s of accepting us, without a reason: most likely another"
-            " connection took our session over"
-        )
+        if taken_over:
+            what = (
+                "another connection took over the session of client id %r (MQTT 5 reason "
+                "'Session taken over'): another instance uses the same client id"
+            )
+            args: tuple[object, ...] = (s.client_id,)
+        else:
+            what = (
+                "the broker dropped client id %r %d times in a row within %.0f s of accepting "
+                "it, without a reason: most likely another instance uses the same client id"
+            )
+            args = (s.client_id, self._strikes, QUICK_DROP_S)
         log.error(
-            "%s: client id %r is in use by another instance. Each collector needs its own "
-            "mqtt.client_id (use mqtt.shared_group to split the load between them); for a "
-            "rolling deploy, stop the old instance before the new one starts. Backing off up "
-            "to %.0f s between connections; further takeovers are counted in "
-            "parkwatch_mqtt_session_takeovers_total, not logged again.",
-            what,
-            s.client_id,
+            what + ". Each collector needs its own mqtt.client_id (use mqtt.shared_group to "
+            "split the load between them); for a rolling deploy, stop the old instance before "
+            "the new one starts. Backing off up to %.0f s between connections; further "
+            "takeovers are counted in parkwatch_mqtt_session_takeovers_total, not logged again.",
+            *args,
             s.takeover_backoff_max_s,
         )

@@ -330,7 +330,7 @@ async def test_two_sources_with_one_client_id_back_off_and_say_so_once(
     reconnects = [m.reconnects._value.get() for m in metrics]
     takeovers = [m.session_takeovers._value.get() for m in metrics]
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    explained = [r for r in noisy if "in use by another instance" in r.getMessage()]
+    explained = [r for r in noisy if "another instance uses the same client id" in r.getMessage()]
     record_property("reconnects", reconnects)
     record_property("received_of_100", sum(m.received._value.get() for m in metrics))
     record_property("warnings", len(noisy))

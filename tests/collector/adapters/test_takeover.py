@@ -63,7 +63,8 @@ def test_session_taken_over_backs_off_growing_to_the_cap_and_is_explained_once(
     assert waits[-1] >= 30  # at the cap
     assert metrics.session_takeovers._value.get() == 13
     assert len(caplog.records) == 1
-    assert "'twin' is in use by another instance" in caplog.records[0].getMessage()
+    assert "client id 'twin'" in caplog.records[0].getMessage()
+    assert "another instance uses the same client id" in caplog.records[0].getMessage()
     assert "mqtt.shared_group" in caplog.records[0].getMessage()
 
 
@@ -80,7 +81,7 @@ def test_quick_drops_without_a_reason_are_suspected_from_the_third_and_all_count
         drop(guard, clock, after=0.01)
     assert metrics.session_takeovers._value.get() == 3
     assert len(caplog.records) == 1
-    assert "3 times in a row" in caplog.records[0].getMessage()
+    assert "client id 'twin' 3 times in a row" in caplog.records[0].getMessage()
 
 
 def test_the_episode_ends_once_a_connection_outlasts_twice_the_cap(
