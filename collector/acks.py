@@ -18,13 +18,14 @@ SendAck = Callable[[int, int], None]
 
 
 class _Entry:
-    __slots__ = ("mid", "qos", "received", "settled")
+    __slots__ = ("failed", "mid", "qos", "received", "settled")
 
     def __init__(self, mid: int, qos: int, received: float) -> None:
         self.mid = mid
         self.qos = qos
         self.received = received
         self.settled = False
+        self.failed = False
 
 
 class AckTracker:
@@ -36,6 +37,7 @@ class AckTracker:
         self._pending: dict[int, _Entry] = {}
         self._order: deque[int] = deque()
         self.acked = 0
+        self.failed = 0
 
     def received(self, mid: int, qos: int) -> int:
         """Register a message and return its ticket."""
@@ -59,6 +61,16 @@ class AckTracker:
                 entry.settled = True
         self._release()
 
+    def fail(self, ticket: int) -> None:
+        """Give a message up without acking it: it leaves the line, so the acks behind it go
+        out, and the broker keeps it (unacked, in our session) and redelivers it on the next
+        connection."""
+        entry = self._pending.get(ticket)
+        if entry is not None and not entry.settled:
+            entry.settled = entry.failed = True
+            self.failed += 1
+            self._release()
+
     def _release(self) -> None:
         order, pending = self._order, self._pending
         while order:
@@ -66,7 +78,7 @@ class AckTracker:
             if not entry.settled:
                 return
             del pending[order.popleft()]
-            if entry.qos > 0:
+            if entry.qos > 0 and not entry.failed:
                 self._send_ack(entry.mid, entry.qos)
                 self.acked += 1
 

@@ -81,14 +81,15 @@ class DeadLetterFile:
     def record(self, letter: DeadLetter) -> dict[str, Any]:
         """The JSON object stored for one dead letter (raw payload bounded)."""
         payload = letter.payload
-        truncated = len(payload) > self._max_chars
+        # letter.size, not len(payload): the MQTT adapter keeps only the start of a too-large one.
+        truncated = letter.size > self._max_chars
         body = payload[: self._max_chars]
         record: dict[str, Any] = {
             "received_at": datetime.fromtimestamp(letter.received_at, UTC).isoformat(),
             "topic": letter.topic,
             "reason": letter.reason,
             "detail": letter.detail,
-            "payload_bytes": len(payload),
+            "payload_bytes": letter.size,
             "truncated": truncated,
         }
         text = _utf8_prefix(body, truncated)

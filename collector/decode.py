@@ -16,6 +16,7 @@ import enum
 import logging
 import math
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -23,10 +24,10 @@ import orjson
 from pydantic import ValidationError
 
 from collector.lineproto import FieldValue, LineEncoder
-from collector.messages import DeadLetter, RawMessage, Reason
+from collector.messages import DeadLetter, DroppedField, RawMessage, Reason
 from collector.metrics import Metrics
 from parkwatch.points import STATUS_MEASUREMENT, Point
-from parkwatch.schema import KIND_MODELS, Kind, Telemetry, parse_topic
+from parkwatch.schema import KIND_MODELS, Kind, Telemetry, is_reserved_field_name, parse_topic
 from parkwatch.settings import IngestSettings
 
 __all__ = ["Decoder", "run_decoder"]
@@ -59,11 +60,11 @@ class Decoder:
 
     def decode(self, raw: RawMessage) -> Point | DeadLetter:
         """Validate ``raw``; the result carries the message's ack ticket either way."""
-        if len(raw.payload) > self._settings.max_payload_bytes:
+        if raw.size > self._settings.max_payload_bytes:
             return self._reject(
                 raw,
                 Reason.TOO_LARGE,
-                f"{len(raw.payload)} bytes > limit {self._settings.max_payload_bytes}",
+                f"{raw.size} bytes > limit {self._settings.max_payload_bytes}",
             )
         parts = parse_topic(raw.topic, self._prefix)
         if isinstance(parts, str):
@@ -117,9 +118,14 @@ class Decoder:
     def _take_extras(self, extra: dict[str, object], fields: dict[str, FieldValue]) -> str | None:
         """Keep finite numeric and boolean extras (numbers as float); None, or why to reject."""
         for name, value in extra.items():
-            if not _valid_field_name(name):
+            if is_reserved_field_name(name):
+                # Dropped, not dead-lettered: the rest of the reading is good, as Telegraf keeps
+                # a metric whose field it cannot store. Stored, it would hide the tag of the same
+                # name from InfluxQL for the whole measurement.
+                self._metrics.fields_dropped.labels(DroppedField.RESERVED_NAME).inc()
+            elif not _valid_field_name(name):
                 # Line protocol cannot carry it (empty, control characters, backslash).
-                self._metrics.fields_dropped.labels("invalid_field_name").inc()
+                self._metrics.fields_dropped.labels(DroppedField.INVALID_NAME).inc()
             elif isinstance(value, bool):
                 fields[name] = value
             elif isinstance(value, int | float):
@@ -132,7 +138,7 @@ class Decoder:
                 fields[name] = number
             else:
                 # Like Telegraf's JSON parser: non-numeric extras are ignored, but counted.
-                self._metrics.fields_dropped.labels("non_numeric_extra").inc()
+                self._metrics.fields_dropped.labels(DroppedField.NON_NUMERIC).inc()
         return None
 
     def _status(self, raw: RawMessage, park: str, kind: str, device: str) -> Point | DeadLetter:
@@ -185,7 +191,32 @@ class Decoder:
         return self._reject(raw, reason, detail)
 
     def _reject(self, raw: RawMessage, reason: str, detail: str) -> DeadLetter:
-        return DeadLetter(raw.topic, raw.payload, reason, detail, raw.received_at, raw.ticket)
+        return _dead_letter(raw, reason, detail)
+
+
+def _dead_letter(raw: RawMessage, reason: str, detail: str) -> DeadLetter:
+    return DeadLetter(
+        raw.topic, raw.payload, reason, detail, raw.received_at, raw.ticket, raw.full_size
+    )
+
+
+class _SeenBugs:
+    """Remembers where exceptions were raised, to log each distinct one only once."""
+
+    MAX: Final = 1000  # distinct places remembered; beyond that, nothing more is logged
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def first(self, exc: BaseException) -> bool:
+        """Whether this is the first exception of its type raised at its place."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        key = (type(exc).__qualname__, *where)
+        if key in self._seen or len(self._seen) >= self.MAX:
+            return False
+        self._seen.add(key)
+        return True
 
 
 def _valid_field_name(name: str) -> bool:
@@ -201,20 +232,22 @@ async def run_decoder(
 ) -> None:
     """Stage loop. Full output queues block here, which fills ``inbox``, which pauses the MQTT
     reader: back-pressure reaches the broker, which holds the unacked QoS 1 messages."""
+    bugs = _SeenBugs()
     while True:
         raw = await inbox.get()
         try:
             result = decoder.decode(raw)
         except Exception as exc:  # a decoder bug must cost one message, not the collector
-            log.exception("decoder failed on a message from %r", raw.topic[:200])
-            result = DeadLetter(
-                raw.topic,
-                raw.payload,
-                Reason.INVALID_PAYLOAD,
-                f"decoder error: {exc!r}",
-                raw.received_at,
-                raw.ticket,
-            )
+            # Filed as internal_error, not as the device's fault; one traceback per distinct
+            # bug (a bug usually hits every message of a kind: a traceback each would flood).
+            if bugs.first(exc):
+                log.exception(
+                    "decoder bug on a message from %r; further messages it hits are "
+                    "dead-lettered as %s without a traceback",
+                    raw.topic[:200],
+                    Reason.INTERNAL_ERROR,
+                )
+            result = _dead_letter(raw, Reason.INTERNAL_ERROR, f"decoder error: {exc!r}")
         if isinstance(result, Point):
             for observe in observers:
                 try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DeadLetter", "RawMessage", "Reason"]
+__all__ = ["DeadLetter", "DroppedField", "RawMessage", "Reason"]
 
 
 class Reason:
@@ -19,6 +19,7 @@ class Reason:
     CLOCK_SKEW = "clock_skew"
     REJECTED_BY_SINK = "rejected_by_sink"
     SERIES_LIMIT = "series_limit"
+    INTERNAL_ERROR = "internal_error"
 
     ALL = (
         INVALID_JSON,
@@ -30,7 +31,18 @@ class Reason:
         CLOCK_SKEW,
         REJECTED_BY_SINK,
         SERIES_LIMIT,
+        INTERNAL_ERROR,
     )
+
+
+class DroppedField:
+    """Why an extra payload field was not stored: the ``reason`` label of its metric."""
+
+    RESERVED_NAME = "reserved_name"
+    INVALID_NAME = "invalid_field_name"
+    NON_NUMERIC = "non_numeric_extra"
+
+    ALL = (RESERVED_NAME, INVALID_NAME, NON_NUMERIC)
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,6 +53,13 @@ class RawMessage:
     payload: bytes
     received_at: float
     ticket: int
+    full_size: int | None = None
+    """Bytes as received when ``payload`` holds only the start of an oversized payload."""
+
+    @property
+    def size(self) -> int:
+        """The payload's size as received."""
+        return len(self.payload) if self.full_size is None else self.full_size
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,3 +72,10 @@ class DeadLetter:
     detail: str
     received_at: float
     ticket: int
+    full_size: int | None = None
+    """Bytes as received when ``payload`` holds only the start of an oversized payload."""
+
+    @property
+    def size(self) -> int:
+        """The payload's size as received."""
+        return len(self.payload) if self.full_size is None else self.full_size

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from collector.messages import Reason
+from collector.messages import DroppedField, Reason
 
 __all__ = ["WRITE_ERROR_KINDS", "Metrics"]
 
@@ -62,6 +62,27 @@ class Metrics:
         )
         self.reconnects = Counter(
             "parkwatch_mqtt_reconnects", "Reconnections to the MQTT broker.", registry=r
+        )
+        self.session_takeovers = Counter(
+            "parkwatch_mqtt_session_takeovers",
+            "Connections lost to another client with our client id (MQTT 5 reason 0x8E, or "
+            "MQTT 3.1.1 connections dropped again and again right after connecting).",
+            registry=r,
+        )
+        self.retained_skipped = Counter(
+            "parkwatch_retained_skipped",
+            "Retained messages acked and skipped: the same (topic, payload) was handled before.",
+            registry=r,
+        )
+        self.intake_errors = Counter(
+            "parkwatch_mqtt_intake_errors",
+            "Messages the MQTT adapter failed to take in (a bug), left unacked for redelivery.",
+            registry=r,
+        )
+        self.inflight_bytes = Gauge(
+            "parkwatch_inflight_bytes",
+            "Payload bytes received and not yet settled (bounded by mqtt.max_inflight_bytes).",
+            registry=r,
         )
         self.mqtt_connected = Gauge(
             "parkwatch_mqtt_connected", "1 while connected to the broker.", registry=r
@@ -122,6 +143,8 @@ class Metrics:
             self.write_errors.labels(kind)
         for op in ("open", "append", "commit", "read"):
             self.spool_errors.labels(op)
+        for reason in DroppedField.ALL:
+            self.fields_dropped.labels(reason)
 
     def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
         """Report a queue's depth at every scrape."""

@@ -262,6 +262,7 @@ def demo_settings(
             "url": mqtt_url,
             "client_id": "parkwatch-demo",
             "protocol": "3.1.1" if mqtt_311 else "5",
+            "retained_state_file": options.workdir / "retained-seen.bin",
         },
         influx={"url": influx_url, "database": "parkwatch"},
         # Accelerated simulated time runs ahead of the wall clock, and --start may pick any

@@ -92,6 +92,7 @@ NO_LOSS_SETTINGS: Mapping[str, str] = {
     "max_queued_messages": "1000000",
     "max_queued_bytes": "536870912",
     "queue_qos0_messages": "false",
+    "message_size_limit": "1048576",
     "max_inflight_messages": "10000",
     "set_tcp_nodelay": "true",
 }

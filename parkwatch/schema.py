@@ -12,13 +12,15 @@ field never changes type in InfluxDB); other extras are dropped and counted by t
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "KIND_MODELS",
+    "TAG_KEYS",
     "ChargerStatus",
     "ChargerTelemetry",
     "Kind",
@@ -28,8 +30,10 @@ __all__ = [
     "StorageTelemetry",
     "Telemetry",
     "TopicParts",
+    "is_reserved_field_name",
     "json_schemas",
     "parse_topic",
+    "rfc3339_to_epoch_ms",
     "status_topic",
     "telemetry_topic",
 ]
@@ -80,16 +84,59 @@ class OcppErrorCode(enum.StrEnum):
     WEAK_SIGNAL = "WeakSignal"
 
 
+# RFC 3339 section 5.6 date-time. Also allowed, as that section permits: a space instead of "T"
+# (readability; what Python's str(datetime) and SQL print) and lower-case "t"/"z". Refused: every
+# other ISO 8601 form (basic 20261130T022539Z, no seconds, "+0800" or "+08" offsets, a comma
+# before the fraction, week or ordinal dates), which datetime.fromisoformat would take.
+_RFC3339: Final = re.compile(
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[Tt ]"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
+    r"(?:[Zz]|(?P<sign>[+-])(?P<offset_hour>[0-9]{2}):(?P<offset_minute>[0-9]{2}))"
+)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def rfc3339_to_epoch_ms(text: str) -> int:
+    """Epoch milliseconds of an RFC 3339 date-time (sub-millisecond digits are truncated).
+
+    Raises ``ValueError`` for anything else, including a leap second (``:60``), which Go's
+    parser (InfluxDB, Telegraf) refuses too.
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"ts {text[:40]!r} is not an RFC 3339 timestamp (like 2026-11-30T02:25:39.5+08:00)"
+        )
+    part = {
+        name: int(value or 0)
+        for name, value in match.groupdict().items()
+        if name not in ("sign", "fraction")
+    }
+    if part["offset_hour"] > 23 or part["offset_minute"] > 59:
+        raise ValueError(f"ts {text[:40]!r} has an offset out of range")
+    try:
+        local = datetime(
+            part["year"],
+            part["month"],
+            part["day"],
+            part["hour"],
+            part["minute"],
+            part["second"],
+            tzinfo=UTC,
+        )
+    except ValueError as exc:  # month 13, 31 April, hour 24, second 60...
+        raise ValueError(f"ts {text[:40]!r} is not a valid date and time: {exc}") from exc
+    offset = timedelta(hours=part["offset_hour"], minutes=part["offset_minute"])
+    # On timedeltas, not datetimes: 0001-01-01T00:00:00+01:00 must not overflow the datetime range.
+    since_epoch = local - _EPOCH - (offset if match["sign"] == "+" else -offset)
+    millis = int((match["fraction"] or "0")[:3].ljust(3, "0"))
+    return since_epoch // timedelta(milliseconds=1) + millis
+
+
 def _to_epoch_ms(value: Any) -> Any:
     """Accept epoch milliseconds (int) or an RFC 3339 string with an offset; return int ms."""
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"ts {value[:40]!r} is not an RFC 3339 timestamp") from exc
-        if parsed.tzinfo is None:
-            raise ValueError("ts string needs a UTC offset (e.g. 'Z' or '+08:00')")
-        return round(parsed.timestamp() * 1000)
+        return rfc3339_to_epoch_ms(value)
     return value
 
 
@@ -199,6 +246,18 @@ class TopicParts:
 
     def __repr__(self) -> str:
         return f"TopicParts({self.park!r}, {self.kind!r}, {self.device!r}, {self.channel!r})"
+
+
+TAG_KEYS: Final = frozenset({"park", "device", "connector", "kind"})
+"""Tag keys the collector writes. A field of the same name in a measurement makes InfluxQL's
+``WHERE park='p1'`` compare the field instead, and match no row of the measurement at all."""
+
+
+def is_reserved_field_name(name: str) -> bool:
+    """Whether an extra payload field must not be stored under ``name``: a tag key, ``time``
+    (which InfluxDB 1.x drops from every line), or a name starting with ``_`` (reserved in
+    InfluxDB 2/3 and Flux: ``_field``, ``_measurement``, ``_value``, ``_time``...)."""
+    return name in TAG_KEYS or name == "time" or name.startswith("_")
 
 
 CHANNELS: Final = frozenset({"telemetry", "status"})

@@ -163,7 +163,14 @@ class Collector:
             spool = await self._open_spool(resources)
             await self._sink.start()
             resources.push_async_callback(self._sink.close)
-            source = self._source_factory(s.mqtt, q.inbox, self.metrics, connected=self.connected)
+            source = self._source_factory(
+                s.mqtt,
+                q.inbox,
+                self.metrics,
+                connected=self.connected,
+                max_payload_bytes=s.ingest.max_payload_bytes,
+                oversize_keep_bytes=s.deadletter.max_payload_chars,
+            )
             self._source = source
             analytics = self._analytics = self._build_analytics()
             if analytics is not None:
@@ -274,6 +281,7 @@ class Collector:
                 group.create_task(source.run(), name="mqtt-connection"),
                 group.create_task(source.run_misc(), name="mqtt-housekeeping"),
                 group.create_task(source.run_pump(), name="mqtt-overflow-pump"),
+                group.create_task(source.run_retained(), name="mqtt-retained-ledger"),
                 group.create_task(
                     run_decoder(decoder, q.inbox, decoded, q.dead, self._observers),
                     name="decoder",

@@ -130,6 +130,11 @@ class MqttSettings(_Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     tls_insecure: bool = Field(default=False, description="Skip hostname verification.")
+    max_inflight_bytes: int = Field(
+        default=64 * 2**20,
+        ge=2**16,
+        description="Payload bytes received and not yet settled; beyond it we stop reading.",
+    )
     reconnect_min_s: float = Field(default=0.2, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
     parks: list[str] = Field(
@@ -171,6 +176,19 @@ class MqttSettings(_Section):
         index, count = _partition(self.partition)
         # crc32, not hash(): stable across processes, and adding a park moves no other park.
         return [park for park in self.parks if zlib.crc32(park.encode()) % count == index]
+
+    takeover_backoff_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest wait before reconnecting after another client took our session.",
+    )
+    retained_state_file: Path = Field(
+        default=Path("var/retained-seen.bin"),
+        description="Digests of retained messages already handled, so a restart skips them.",
+    )
+    retained_state_max_topics: int = Field(
+        default=200_000, ge=1, description="Retained topics remembered (oldest forgotten first)."
+    )
 
     @field_validator("url")
     @classmethod

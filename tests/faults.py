@@ -322,6 +322,12 @@ class CollectorProcess:
     # -- life cycle -------------------------------------------------------------------------
 
     @property
+    def pid(self) -> int:
+        """The process id of the running child (to read /proc/PID/status)."""
+        assert self._process is not None, "collector never started"
+        return self._process.pid
+
+    @property
     def returncode(self) -> int | None:
         """None while running (or never started); the exit status once it has ended."""
         return None if self._process is None else self._process.poll()

@@ -68,11 +68,28 @@ async def until(
         await asyncio.sleep(0.02)
 
 
+async def broker_saw_disconnects(broker: Mosquitto, client_id: str, count: int) -> None:
+    """Await the broker logging ``count`` clean disconnects of ``client_id`` in all.
+
+    Until the broker has read a client's DISCONNECT, acks that client sent just before may still
+    sit unread in its socket; a new connection with the same client id takes the session over
+    and those acks are lost, so the broker redelivers the messages. Awaiting this makes the next
+    connection see exactly what was not acked.
+    """
+    line = f"Client {client_id} disconnected."
+
+    def seen() -> bool:
+        return broker.log_path.read_text(errors="replace").count(line) >= count
+
+    await until(seen, what=f"the broker to see {client_id} disconnect {count} times")
+
+
 def publish_all(
     broker: Mosquitto,
     messages: Iterable[tuple[str, bytes]],
     *,
     qos: int = 1,
+    retain: bool = False,
     username: str | None = None,
     password: str | None = None,
 ) -> int:
@@ -85,7 +102,9 @@ def publish_all(
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
-        infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
+        infos = [
+            client.publish(topic, payload, qos=qos, retain=retain) for topic, payload in messages
+        ]
         for info in infos:
             info.wait_for_publish(timeout=30)
             assert info.is_published(), "broker did not acknowledge a publish"
@@ -110,6 +129,7 @@ def collector_settings(
             "topic_prefix": topic_prefix,
             "client_id": f"collector-{topic_prefix}"[:64],
             "reconnect_max_s": 0.5,
+            "retained_state_file": tmp_path / "retained-seen.bin",
         },
         "influx": {"url": influx_server.url, "database": database},
         "writer": {"flush_interval_s": 0.2, "retry_initial_s": 0.05, "retry_max_s": 0.2},

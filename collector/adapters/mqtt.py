@@ -6,10 +6,17 @@ once the message is safe (written, spooled or dead-lettered). The socket is driv
 aiomqtt drives it (``add_reader``/``add_writer`` on the loop, ``loop_misc`` once a second).
 
 Flow control: the broker may have ``receive_maximum`` unacked messages in flight to us (MQTT 5).
-We stop reading the socket when the pipeline's inbox is full, and also when ``receive_maximum``
-messages are unacked: brokers do not all keep to the number once acks flow (Mosquitto 2.0.11 sent
-47 unacked for 20), and MQTT 3.1.1 cannot announce it. TCP back-pressure then keeps further
-messages at the broker, which holds them in our persistent session. Nothing is dropped here.
+We stop reading the socket when the pipeline's inbox is full, when ``receive_maximum`` messages
+are unacked (brokers do not all keep to the number once acks flow: Mosquitto 2.0.11 sent 47
+unacked for 20, and MQTT 3.1.1 cannot announce it), and when the payload bytes received and not
+yet settled exceed ``max_inflight_bytes``. TCP back-pressure then keeps further messages at the
+broker, which holds them in our persistent session. Nothing is dropped here. A payload over the
+decoder's limit (it will be dead-lettered as too large) is cut to the part a dead letter keeps as
+soon as it arrives, so a backlog of huge payloads costs memory for one at a time.
+
+Retained messages (RETAIN flag: sent again on every subscription) are state, not events: one
+already handled is acked and skipped (``collector/retained.py``). Two collectors fighting over one
+client id back off (``collector/adapters/takeover.py``).
 
 ``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
 buffer (``bench/ingest.py`` measures it against stock paho).
@@ -34,8 +41,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
 
 from collector.acks import AckTracker
+from collector.adapters.takeover import TakeoverGuard
 from collector.messages import RawMessage
 from collector.metrics import Metrics
+from collector.retained import RetainedFilter, RetainedKey, RetainedLedger
 from parkwatch.errors import SourceError
 from parkwatch.settings import MqttSettings
 
@@ -89,6 +98,8 @@ class MqttSource:
         *,
         buffered: bool = True,
         connected: asyncio.Event | None = None,
+        max_payload_bytes: int | None = None,
+        oversize_keep_bytes: int = 4096,
     ) -> None:
         self._settings = settings
         self._inbox = inbox
@@ -97,6 +108,18 @@ class MqttSource:
         self._loop_thread = threading.get_ident()
         self._client = self._make_client(buffered)
         self.tracker = AckTracker(self._send_ack)
+        # Payloads over max_payload_bytes are cut to oversize_keep_bytes on arrival.
+        self._max_payload = max_payload_bytes
+        self._oversize_keep = oversize_keep_bytes
+        self._held: dict[int, int] = {}  # ticket -> bytes, until settled (also across reconnects)
+        self._held_bytes = 0
+        self._guard = TakeoverGuard(settings, metrics)
+        ledger = RetainedLedger(
+            settings.retained_state_file, max_topics=settings.retained_state_max_topics
+        )
+        self._retained = RetainedFilter(ledger, self._settle_acks, metrics)
+        self._disconnect_code: int | None = None
+        self._session_up = False  # CONNACK received on the current connection
         self._overflow: deque[RawMessage] = deque()
         self._overflow_ready = asyncio.Event()
         self._fd: int | None = None
@@ -109,6 +132,7 @@ class MqttSource:
         self._barrier: tuple[int, asyncio.Future[None]] | None = None
         metrics.unacked.set_function(lambda: self.tracker.in_flight)
         metrics.oldest_unacked.set_function(self.tracker.oldest_age)
+        metrics.inflight_bytes.set_function(lambda: self._held_bytes)
 
     # -- client set-up -----------------------------------------------------------------------
 
@@ -177,7 +201,7 @@ class MqttSource:
             self._client.read_buffer.clear()
         self._fd = fd
         self._reading = False
-        self._set_reading(self._may_read())
+        self._update_reading()
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._detach, self._fd)
@@ -202,6 +226,10 @@ class MqttSource:
     def _writable(self) -> None:
         self._client.loop_write()
 
+    def _update_reading(self) -> None:
+        """Read the socket if ``_may_read``, else stop: the broker keeps what we do not read."""
+        self._set_reading(self._may_read())
+
     def _set_reading(self, on: bool) -> None:
         if self._fd is None or on == self._reading:
             return
@@ -219,7 +247,8 @@ class MqttSource:
         client = self._client
         buffered = isinstance(client, BufferedClient)
         # loop_read handles one packet; keep going while bytes are buffered, unless the inbox
-        # filled up (then _on_message paused us and the pump resumes us when there is room).
+        # filled up or too many bytes are held (then _on_message paused us, and the pump or
+        # settle resumes us).
         while self._reading:
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
@@ -239,7 +268,10 @@ class MqttSource:
         if reason.is_failure:
             self._fail(SourceError(f"broker refused connection: {reason}"))
             return
-        log.info(
+        self._session_up = True
+        self._guard.connected()
+        log.log(
+            logging.DEBUG if self._guard.strikes else logging.INFO,  # quiet while flapping
             "connected to %s (session present: %s)",
             self._settings.redacted_url(),
             flags.session_present,
@@ -270,15 +302,18 @@ class MqttSource:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        self._in_loop(self._mark_disconnected, str(reason))
+        self._in_loop(self._mark_disconnected, str(reason), getattr(reason, "value", None))
 
-    def _mark_disconnected(self, reason: str) -> None:
-        # A failed connection attempt is reported through _ready, an established one here.
-        was_connected = self.connected.is_set()
+    def _mark_disconnected(self, reason: str, code: int | None) -> None:
+        # A connection attempt that failed before CONNACK is reported through _ready; one the
+        # broker had accepted (even if not yet subscribed: a takeover can strike then) here.
+        self._disconnect_code = code
+        was_up = self._session_up
+        self._session_up = False
         self.connected.clear()
         self._metrics.mqtt_connected.set(0)
         self._fail(SourceError(f"disconnected: {reason}"))
-        if was_connected or self._stopping:
+        if was_up or self._stopping:
             self._disconnected.set()
 
     def _fail(self, error: SourceError) -> None:
@@ -288,25 +323,64 @@ class MqttSource:
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if self._stopping:
             return  # left unacked: the broker redelivers it to the next session
-        # Never raise into paho: one odd message must not break the connection.
+        # Never raise into paho: one odd message must not break the connection. Once a ticket
+        # is registered, every path settles or fails it: an open ticket would hold back every
+        # later ack (acks go out in order).
+        ticket: int | None = None
         try:
-            try:
-                topic = message.topic
-            except UnicodeDecodeError:
-                topic = message._topic.decode("utf-8", "replace")  # invalid UTF-8
-            ticket = self.tracker.received(message.mid, message.qos)
-            raw = RawMessage(topic, bytes(message.payload), time.time(), ticket)
             self._metrics.received.inc()
-            try:
-                self._inbox.put_nowait(raw)
-            except asyncio.QueueFull:
-                self._overflow.append(raw)
-                self._set_reading(False)
-                self._overflow_ready.set()
-            if self.tracker.in_flight >= self._settings.receive_maximum:
-                self._set_reading(False)  # settle() reads on once acks make room
+            payload = bytes(message.payload)
+            if message.retain:
+                retained = self._retained.replayed(message._topic, payload)
+                if retained is None:  # a state we already know
+                    self.tracker.settle(self.tracker.received(message.mid, message.qos))
+                    return
+            else:
+                retained = self._retained.live(message._topic, payload)
+            ticket = self.tracker.received(message.mid, message.qos)
+            self._take_in(message, payload, ticket, retained)
         except Exception:
             log.exception("failed to take in a message on %r", message._topic[:100])
+            if ticket is not None:
+                self._give_up(ticket)
+
+    def _take_in(
+        self,
+        message: paho.MQTTMessage,
+        payload: bytes,
+        ticket: int,
+        retained: RetainedKey | None,
+    ) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", "replace")  # invalid UTF-8
+        size = len(payload)
+        if self._max_payload is not None and size > self._max_payload:
+            # Will be dead-lettered as too large: keep only what the dead letter stores, so the
+            # whole payload is freed when paho drops the packet, not when the record is written.
+            raw = RawMessage(topic, payload[: self._oversize_keep], time.time(), ticket, size)
+        else:
+            raw = RawMessage(topic, payload, time.time(), ticket)
+        held = len(raw.payload) + len(topic)
+        self._held[ticket] = held
+        self._held_bytes += held
+        if retained is not None:
+            self._retained.track(ticket, retained)
+        try:
+            self._inbox.put_nowait(raw)
+        except asyncio.QueueFull:
+            self._overflow.append(raw)
+            self._overflow_ready.set()
+        self._update_reading()
+
+    def _give_up(self, ticket: int) -> None:
+        """A message we failed to take in: unacked (redelivered on the next connection), but
+        out of the line, so later acks go out."""
+        self._metrics.intake_errors.inc()
+        self._held_bytes -= self._held.pop(ticket, 0)
+        self._retained.forget(ticket)
+        self.tracker.fail(ticket)
 
     def _on_unsubscribe(
         self,
@@ -323,17 +397,31 @@ class MqttSource:
     def _send_ack(self, mid: int, qos: int) -> None:
         self._client.ack(mid, qos)
 
-    def settle(self, tickets: Iterable[int]) -> None:
-        """Messages are safe: ack them (in arrival order), and read on if that made room."""
-        self.tracker.settle_many(tickets)
+    def _settle_acks(self, tickets: Iterable[int]) -> None:
+        self.tracker.settle_many(tickets)  # looked up each time: a bench swaps the tracker
         if not self._reading:
-            self._set_reading(self._may_read())
+            self._update_reading()  # acks made room below the receive maximum
+
+    def settle(self, tickets: Iterable[int]) -> None:
+        """Messages are safe: ack them (in arrival order, retained ones once the ledger has
+        them), and read on if that made room (bytes held, messages unacked)."""
+        if not isinstance(tickets, list):
+            tickets = list(tickets)
+        held = self._held
+        freed = 0
+        for ticket in tickets:
+            freed += held.pop(ticket, 0)
+        self._held_bytes -= freed
+        self._retained.settle(tickets)
+        if not self._reading:
+            self._update_reading()
 
     def _may_read(self) -> bool:
-        """Whether to read the socket: not stopping, no overflow, below the receive maximum."""
+        """Whether to read the socket: not paused, no overflow, below both in-flight bounds."""
         return (
             not self._paused
             and not self._overflow
+            and self._held_bytes <= self._settings.max_inflight_bytes
             and self.tracker.in_flight < self._settings.receive_maximum
         )
 
@@ -341,18 +429,30 @@ class MqttSource:
 
     async def run(self) -> None:
         """Connect, and reconnect with jittered backoff whenever the connection drops."""
+        await self._retained.load()
         while not self._stopping:
             await self._connect_with_retry()
             await self._disconnected.wait()
             dropped = self.tracker.reset()
             if self._stopping:
                 return
+            self._metrics.reconnects.inc()
+            wait = self._guard.lost(self._disconnect_code)
+            if self._guard.strikes:
+                # A client-id fight or a flapping connection: explained once by the guard.
+                log.debug("connection lost again; reconnecting in %.1f s", wait)
+                await asyncio.sleep(wait)
+                continue
             log.warning(
                 "lost connection to %s; %d unacked messages will be redelivered",
                 self._settings.redacted_url(),
                 dropped,
             )
-            self._metrics.reconnects.inc()
+
+    async def run_retained(self) -> None:
+        """Record handled retained messages durably before their acks (must run alongside
+        ``run``: the acks of retained messages wait for it)."""
+        await self._retained.run()
 
     async def _connect_with_retry(self) -> None:
         s = self._settings
@@ -373,6 +473,7 @@ class MqttSource:
         """One connection attempt: connect, subscribe; raise ``SourceError`` on failure."""
         s = self._settings
         self._disconnected.clear()
+        self._session_up = False
         self._ready = self._loop.create_future()
         kwargs: dict[str, Any] = {}
         if s.protocol == "5":
@@ -385,6 +486,8 @@ class MqttSource:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await self._ready
         except (OSError, ssl.SSLError, TimeoutError, SourceError) as exc:
+            if self._disconnected.is_set() and not self._stopping:
+                return  # accepted, then dropped before subscribing: run() decides the wait
             self._client.disconnect()  # closes a half-open attempt; harmless otherwise
             if isinstance(exc, SourceError):
                 raise
@@ -403,8 +506,10 @@ class MqttSource:
             await self._overflow_ready.wait()
             self._overflow_ready.clear()
             while self._overflow:
-                await self._inbox.put(self._overflow.popleft())
-            self._set_reading(self._may_read())
+                # Left in the overflow until it is in: reading stays off until the last is in.
+                await self._inbox.put(self._overflow[0])
+                self._overflow.popleft()
+            self._update_reading()
 
     def pause(self) -> None:
         """Stop taking messages (shutdown); acks still go out."""

@@ -195,3 +195,16 @@ def test_for_any_settle_order_acks_are_the_fully_settled_arrival_prefix(
         assert acks.sent == [(mids[i], qos_levels[i]) for i in range(prefix) if qos_levels[i] > 0]
         assert tracker.in_flight == len(mids) - prefix
         assert tracker.acked == len(acks.sent)
+
+
+def test_a_failed_message_is_never_acked_and_does_not_hold_back_the_ones_behind_it() -> None:
+    acks = SentAcks()
+    tracker = AckTracker(acks)
+    tickets = [tracker.received(mid, 1) for mid in (1, 2, 3)]
+    tracker.settle_many(tickets[1:])
+    assert acks.mids == []
+    tracker.fail(tickets[0])  # the broker keeps message 1 and redelivers it after a reconnect
+    assert acks.mids == [2, 3]
+    assert (tracker.acked, tracker.failed, tracker.in_flight) == (2, 1, 0)
+    tracker.fail(tickets[0])  # failing twice, or after the fact, changes nothing
+    assert tracker.failed == 1

@@ -78,6 +78,14 @@ def test_a_record_holds_topic_reason_detail_time_and_the_payload_text(tmp_path: 
     assert datetime.fromisoformat(record["received_at"]).timestamp() == RECEIVED_AT
 
 
+def test_a_payload_cut_short_on_arrival_reports_its_full_size(tmp_path: Path) -> None:
+    cut = DeadLetter(TOPIC, b"x" * 64, Reason.TOO_LARGE, "too large", RECEIVED_AT, 1, 1_000_000)
+    record = dead_letter_file(tmp_path, max_payload_chars=64).record(cut)
+    assert record["payload_bytes"] == 1_000_000
+    assert record["truncated"] is True
+    assert record["payload"] == "x" * 64
+
+
 def test_non_ascii_utf8_payloads_are_kept_as_text(tmp_path: Path) -> None:
     payload = '{"site": "漕河泾 🔋"}'.encode()
     record = dead_letter_file(tmp_path).record(letter(payload))

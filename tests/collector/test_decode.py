@@ -3,7 +3,10 @@ reason it was refused; a fuzz test checks that no payload or topic makes it rais
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -11,10 +14,11 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from collector.decode import Decoder
+from collector.decode import Decoder, run_decoder
 from collector.messages import DeadLetter, RawMessage, Reason
 from collector.metrics import Metrics
 from parkwatch.points import STATUS_MEASUREMENT, Point
+from parkwatch.schema import is_reserved_field_name, rfc3339_to_epoch_ms
 from parkwatch.settings import IngestSettings
 
 NOW_S = 1_700_000_000.0  # the decoder's clock in every test
@@ -123,6 +127,109 @@ def test_rfc3339_ts_with_z_suffix_is_utc() -> None:
     assert point({"ts": "2023-11-14T22:13:20Z", "pv_kw": 1.0}).ts_ms == NOW_MS
 
 
+# -- ts strings: RFC 3339 exactly (section 5.6), plus its permitted space and lower case ---------
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SEPARATORS = st.sampled_from(["T", "t", " "])
+
+
+@st.composite
+def rfc3339_instants(draw: st.DrawFn) -> tuple[str, int]:
+    """An RFC 3339 date-time (any offset, any fraction digits) and its epoch milliseconds."""
+    wall = draw(st.datetimes(datetime(1971, 1, 1), datetime(2999, 12, 31))).replace(microsecond=0)
+    minutes = draw(st.integers(-(23 * 60 + 59), 23 * 60 + 59))
+    fraction = draw(st.none() | st.text("0123456789", min_size=1, max_size=12))
+    zone = timezone(timedelta(minutes=minutes))
+    if minutes == 0 and draw(st.booleans()):
+        offset = draw(st.sampled_from(["Z", "z", "-00:00"]))
+    else:
+        sign = "-" if minutes < 0 else "+"
+        offset = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    text = wall.strftime("%Y-%m-%d") + draw(SEPARATORS) + wall.strftime("%H:%M:%S")
+    text += (f".{fraction}" if fraction is not None else "") + offset
+    # The oracle: datetime arithmetic on the drawn parts, sub-millisecond digits truncated.
+    millis = int((fraction or "0")[:3].ljust(3, "0"))
+    return text, (wall.replace(tzinfo=zone) - EPOCH) // timedelta(milliseconds=1) + millis
+
+
+@settings(max_examples=300)
+@given(instant=rfc3339_instants())
+def test_every_rfc3339_date_time_is_read_to_the_millisecond(instant: tuple[str, int]) -> None:
+    text, expected = instant
+    assert rfc3339_to_epoch_ms(text) == expected
+
+
+ARABIC_INDIC_DIGITS = str.maketrans(
+    "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+)
+
+
+def _not_rfc3339(wall: datetime, form: int) -> str:
+    """ISO 8601 (or near) renderings of ``wall`` that RFC 3339 does not allow."""
+    day, time_ = wall.strftime("%Y-%m-%d"), wall.strftime("%H:%M:%S")
+    return [
+        wall.strftime("%Y%m%dT%H%M%SZ"),  # ISO 8601 basic format
+        wall.strftime("%Y%m%dT%H%M%S+0800"),
+        f"{day}T{wall.strftime('%H:%M')}Z",  # no seconds
+        f"{day}T{time_}+0800",  # offset without a colon
+        f"{day}T{time_}+08",  # hour-only offset
+        f"{day}T{time_}",  # no offset at all
+        f"{day}T{time_},5Z",  # comma before the fraction
+        f"{day}T{time_}.Z",  # empty fraction
+        f"{day}_{time_}Z",  # other separators
+        f"{day}T{time_}Z ",  # surrounding whitespace
+        f" {day}T{time_}Z",
+        f"{day}T{time_}Z\n",
+        wall.strftime("%G-W%V-%uT%H:%M:%SZ"),  # ISO week date
+        wall.strftime("%Y-%jT%H:%M:%SZ"),  # ordinal date
+        f"{day}T{time_}+24:00",  # offset out of range
+        f"{day}T{time_}+08:60",
+        f"{day}T{time_}UTC",
+        f"{day}T{time_}\u2212" + "08:00",  # a Unicode minus sign
+        f"{day}T{time_}Z".translate(ARABIC_INDIC_DIGITS),
+        f"+{day}T{time_}Z",  # expanded year
+    ][form]
+
+
+@settings(max_examples=300)
+@given(
+    wall=st.datetimes(datetime(1971, 1, 1), datetime(2999, 12, 31)),
+    form=st.integers(0, 19),
+)
+def test_iso8601_forms_outside_rfc3339_are_refused(wall: datetime, form: int) -> None:
+    text = _not_rfc3339(wall, form)
+    result = rejection({"ts": text, "pv_kw": 1.0})
+    assert result.reason == Reason.INVALID_PAYLOAD
+    assert "ts" in result.detail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-30 02:25:39+00:00",  # section 5.6 allows a space: accepted (documented)
+        "2026-11-30t02:25:39z",  # and lower-case t and z
+        "2026-11-30T02:25:39.000000000Z",
+    ],
+)
+def test_rfc3339_variants_section_5_6_allows_are_accepted(text: str) -> None:
+    assert rfc3339_to_epoch_ms(text) == 1_796_005_539_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20261130T022539Z",  # basic format: what datetime.fromisoformat also takes
+        "2026-11-30T02:25:60Z",  # leap second: refused, as Go's parser (InfluxDB) does
+        "2026-02-30T02:25:39Z",  # no such day
+        "2026-11-30T24:00:00Z",
+        "0000-01-01T00:00:00Z",
+    ],
+)
+def test_strings_outside_rfc3339_or_the_calendar_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="ts"):
+        rfc3339_to_epoch_ms(text)
+
+
 def test_charger_connector_id_becomes_the_connector_tag_not_a_field() -> None:
     result = point(
         {"ts": NOW_MS, "connector_id": 2, "power_kw": 7.5}, "parks/p/charger/cp-1/telemetry"
@@ -172,6 +279,37 @@ def test_extra_strings_and_other_non_numbers_are_dropped_and_counted() -> None:
 def test_only_extras_that_are_dropped_leaves_no_fields_and_is_invalid() -> None:
     result = rejection({"ts": NOW_MS, "fw": "1.2.3"})
     assert result.reason == Reason.INVALID_PAYLOAD
+
+
+RESERVED = ["park", "device", "connector", "kind", "time", "_value", "_field", "_measurement", "_"]
+
+
+@pytest.mark.parametrize("name", RESERVED)
+def test_an_extra_named_like_a_tag_or_a_reserved_key_is_dropped_and_counted(name: str) -> None:
+    # Stored as a field, "park" would make InfluxQL's WHERE park='p1' match no row at all.
+    metrics = Metrics()
+    payload = {"ts": NOW_MS, "pv_kw": 1.5, name: 7, "seq": 2}
+    result = make_decoder(metrics).decode(RawMessage(TOPIC, orjson.dumps(payload), 0, TICKET))
+    assert isinstance(result, Point)
+    assert result.fields == {"pv_kw": 1.5, "seq": 2.0}
+    assert result.line == f"microgrid,device=meter-1,park=caohejing pv_kw=1.5,seq=2.0 {NOW_MS}"
+    reserved = metrics.registry.get_sample_value(
+        "parkwatch_fields_dropped_total", {"reason": "reserved_name"}
+    )
+    assert reserved == 1
+
+
+def test_a_charger_extra_named_connector_does_not_shadow_the_connector_tag() -> None:
+    result = point(
+        {"ts": NOW_MS, "connector_id": 2, "connector": 9, "power_kw": 7.5},
+        "parks/p/charger/cp-1/telemetry",
+    )
+    assert result.line == f"charger,connector=2,device=cp-1,park=p power_kw=7.5 {NOW_MS}"
+
+
+def test_names_that_only_resemble_reserved_ones_are_kept() -> None:
+    result = point({"ts": NOW_MS, "pv_kw": 1.0, "Park": 1, "time_s": 2, "x_": 3, "Time": 4})
+    assert set(result.fields) == {"pv_kw", "Park", "time_s", "x_", "Time"}
 
 
 # -- rejections -----------------------------------------------------------------------------------
@@ -437,7 +575,7 @@ JSON_VALUES = st.recursive(
     max_leaves=8,
 )
 FIELD_NAMES = st.sampled_from(
-    ["ts", "pv_kw", "soc_pct", "active_ues", "on_battery", "status", "connector_id", "x"]
+    ["ts", "pv_kw", "soc_pct", "active_ues", "on_battery", "status", "connector_id", "x", *RESERVED]
 )
 OBJECT_DICTS = st.dictionaries(FIELD_NAMES | st.text(max_size=8), JSON_VALUES, max_size=6)
 OBJECTS = OBJECT_DICTS.map(lambda obj: json.dumps(obj).encode())  # orjson stops at 64-bit ints
@@ -462,7 +600,7 @@ PLAUSIBLE = st.builds(
         },
     ),
     st.dictionaries(
-        st.text(max_size=8),
+        st.text(max_size=8) | FIELD_NAMES,
         st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.booleans() | st.text(),
         max_size=3,
     ),
@@ -504,6 +642,7 @@ def test_any_payload_on_any_topic_yields_a_point_or_a_dead_letter_and_keeps_its_
         assert isinstance(result, Point)
         assert result.fields
         assert result.line.startswith(result.kind)
+        assert not [name for name in result.fields if is_reserved_field_name(name)]
 
 
 # -- regression tests of fixed bugs ----------------------------------------------------------------
@@ -538,3 +677,37 @@ def test_an_integer_field_beyond_int64_is_invalid_payload() -> None:
     result = decode({"ts": NOW_MS, "active_ues": 2**63}, "parks/p/site5g/s-1/telemetry")
     assert isinstance(result, DeadLetter)
     assert result.reason == Reason.INVALID_PAYLOAD
+
+
+# -- the stage loop's safety net ----------------------------------------------------------------
+
+
+class BrokenDecoder(Decoder):
+    """A decoder with a bug: it raises on every message."""
+
+    def decode(self, raw: RawMessage) -> Point | DeadLetter:
+        """Fail as a bug would."""
+        raise KeyError("bug")
+
+
+async def test_a_decoder_bug_is_internal_error_with_one_traceback_not_a_device_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    decoder = BrokenDecoder(IngestSettings(), Metrics(), clock=lambda: NOW_S)
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue()
+    points: asyncio.Queue[Point] = asyncio.Queue()
+    dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    for ticket in range(50):
+        inbox.put_nowait(RawMessage(TOPIC, b'{"ts": 1}', RECEIVED_S, ticket))
+    with caplog.at_level(logging.ERROR, logger="collector.decode"):
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(run_decoder(decoder, inbox, points, dead))
+            async with asyncio.timeout(10):
+                await inbox.join()
+            task.cancel()
+    letters = [dead.get_nowait() for _ in range(dead.qsize())]
+    assert [letter.ticket for letter in letters] == list(range(50))
+    assert {letter.reason for letter in letters} == {"internal_error"}
+    assert "KeyError" in letters[0].detail
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 1, [record.getMessage() for record in caplog.records]

@@ -286,6 +286,23 @@ def test_shipped_config_has_the_no_loss_settings() -> None:
     assert "persistent_client_expiration" not in settings  # sessions must not expire
 
 
+@pytest.mark.servers
+def test_the_broker_discards_a_payload_over_message_size_limit(
+    mosquitto: Mosquitto, mqtt_probe: Callable[..., MqttProbe], topic_prefix: str
+) -> None:
+    limit = int(NO_LOSS_SETTINGS["message_size_limit"])
+    subscriber, publisher = mqtt_probe(mosquitto), mqtt_probe(mosquitto)
+    subscriber.connect()
+    publisher.connect()
+    topic = f"{topic_prefix}/size"
+    subscriber.subscribe(topic)
+    publisher.publish(topic, b"o" * (limit + 1))  # acked to the publisher, then discarded
+    publisher.publish(topic, b"x" * limit)
+    message = subscriber.messages.get(timeout=TIMEOUT)
+    assert len(message.payload) == limit
+    assert subscriber.messages.empty()
+
+
 class ShippedMosquitto(Mosquitto):
     """A broker running config/mosquitto.conf, with only its port and data dir redirected."""
 

@@ -160,6 +160,59 @@ async def test_status_messages_become_device_status_points(
     }
 
 
+ROGUE_EXTRAS: list[dict[str, float]] = [
+    {"park": 1.0},
+    {"device": 2},
+    {"connector": 3},
+    {"kind": 4},
+    {"time": 5},  # InfluxDB 1.x drops a field named time
+    {"_value": 6, "_field": 7},  # reserved in InfluxDB 2/3 and Flux
+]
+
+
+async def test_payload_fields_named_like_tags_never_hide_a_park_from_influxql(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    topic_prefix: str,
+) -> None:
+    # Before the fix: one rogue device's numeric "park" field made WHERE park='p1' match 0 of
+    # the measurement's 40 points (and of the chargers' 10, "connector" their connector tag).
+    settings = collector_settings(tmp_path, mosquitto, influxdb, influx_database, topic_prefix)
+    async with running_collector(settings) as (collector, running):
+        base_ms = int(time.time() * 1000)
+        messages = []
+        for i in range(40):
+            extra = ROGUE_EXTRAS[i // 4 % len(ROGUE_EXTRAS)] if i % 4 == 0 else {}
+            payload = {"ts": base_ms - i, "pv_kw": float(i), **extra}
+            messages.append((f"{topic_prefix}/p1/microgrid/m-{i % 3}/telemetry", payload))
+        for i in range(10):
+            payload = {"ts": base_ms - i, "power_kw": 7.0, "connector_id": 2, "connector": 5}
+            messages.append((f"{topic_prefix}/p1/charger/cp-1/telemetry", payload))
+        await asyncio.to_thread(
+            publish_all, mosquitto, [(topic, orjson.dumps(body)) for topic, body in messages]
+        )
+        await until(
+            lambda: collector.metrics.points_written._value.get() >= 50,
+            what="50 points written",
+            alive=running,
+        )
+        dropped = collector.metrics.fields_dropped.labels("reserved_name")._value.get()
+
+    def count(query: str) -> int:
+        rows = influxdb.query(influx_database, query)
+        return int(rows[0]["count"]) if rows else 0
+
+    assert count("SELECT count(pv_kw) FROM microgrid WHERE park='p1'") == 40
+    assert count("SELECT count(power_kw) FROM charger WHERE park='p1' AND connector='2'") == 10
+    field_keys = {row["fieldKey"] for row in influxdb.query(influx_database, "SHOW FIELD KEYS")}
+    assert field_keys == {"pv_kw", "power_kw"}
+    # Every 4th microgrid message has rogue fields (11 in all), every charger message one.
+    assert dropped == 11 + 10
+    assert settings.deadletter.path.read_bytes() == b""  # created at start, no record in it
+
+
 async def test_health_and_metrics_endpoints(
     tmp_path: Path,
     mosquitto: Mosquitto,

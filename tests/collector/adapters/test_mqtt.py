@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from collector.adapters.mqtt import MqttSource
 from collector.messages import RawMessage
 from collector.metrics import Metrics
 from parkwatch.errors import SourceError
-from parkwatch.localservers import Mosquitto
+from parkwatch.localservers import InfluxDB1, Mosquitto
 from parkwatch.settings import MqttSettings
-from tests.helpers import metric_value, publish_all, until
+from tests.faults import CollectorProcess, wait_until
+from tests.helpers import broker_saw_disconnects, metric_value, publish_all, until
 
 pytestmark = pytest.mark.servers
 
@@ -42,6 +44,7 @@ async def running(source: MqttSource) -> AsyncIterator[MqttSource]:
             group.create_task(source.run()),
             group.create_task(source.run_misc()),
             group.create_task(source.run_pump()),
+            group.create_task(source.run_retained()),
         ]
         try:
             yield source
@@ -76,6 +79,7 @@ async def test_only_settled_messages_are_acked_the_rest_is_redelivered(
         source.settle([first[0].ticket, first[1].ticket, first[3].ticket])
         assert source.tracker.acked == 2
         assert source.tracker.in_flight == 4
+    await broker_saw_disconnects(mosquitto, settings.client_id, 1)
 
     # A new connection with the same client id resumes the persistent session.
     inbox2: asyncio.Queue[RawMessage] = asyncio.Queue(100)
@@ -233,6 +237,7 @@ async def test_mqtt_311_persistent_session_redelivers_what_was_not_acked(
         await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 4))
         got = await take(inbox, 4)
         source.settle([got[0].ticket, got[1].ticket])
+    await broker_saw_disconnects(mosquitto, settings.client_id, 1)
     inbox2: asyncio.Queue[RawMessage] = asyncio.Queue(100)
     source2 = MqttSource(settings, inbox2, Metrics())
     async with running(source2):
@@ -283,3 +288,249 @@ async def test_a_partition_subscribes_only_to_its_parks(
         received = await take(inbox, 2)
         assert sorted(m.topic for m in received) == [topics[0], topics[2]]
         source.settle(m.ticket for m in received)
+
+
+# -- a failure after a message got its ticket ---------------------------------------------------
+
+
+class InboxFailingOnce(asyncio.Queue[RawMessage]):
+    """An inbox whose first put raises, as a bug in the intake path would."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.failures = 0
+
+    def put_nowait(self, item: RawMessage) -> None:
+        """Raise the first time, then behave."""
+        if not self.failures:
+            self.failures += 1
+            raise RuntimeError("injected intake failure")
+        super().put_nowait(item)
+
+
+@pytest.mark.servers
+async def test_a_message_that_fails_intake_does_not_hold_back_later_acks(
+    mosquitto: Mosquitto, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(mosquitto, topic_prefix)
+    inbox = InboxFailingOnce(100)
+    metrics = Metrics()
+    source = MqttSource(settings, inbox, metrics)
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed")
+        await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 5))
+        later = await take(inbox, 4)
+        assert [m.payload for m in later] == [b"1", b"2", b"3", b"4"]
+        source.settle(m.ticket for m in later)
+        # Before the fix: 0 acked, every later PUBACK waiting behind message 0's open ticket.
+        assert source.tracker.acked == 4
+        assert source.tracker.in_flight == 0
+    assert inbox.failures == 1
+    assert metric_value(metrics, "parkwatch_mqtt_intake_errors_total") == 1
+    assert "injected intake failure" in caplog.text
+    await broker_saw_disconnects(mosquitto, settings.client_id, 1)
+
+    # Message 0 was not acked: the broker redelivers it, and only it, to the next connection.
+    inbox2: asyncio.Queue[RawMessage] = asyncio.Queue(100)
+    source2 = MqttSource(settings, inbox2, Metrics())
+    async with running(source2):
+        again = await take(inbox2, 1)
+        assert [m.payload for m in again] == [b"0"]
+        source2.settle(m.ticket for m in again)
+        assert source2.tracker.acked == 1
+    assert inbox2.empty()
+
+
+# -- two instances with one client id -----------------------------------------------------------
+
+FIGHT_WINDOW_S = 5.0  # how long the two are left to fight; counts only, never a timing assert
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_two_sources_with_one_client_id_back_off_and_say_so_once(
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    protocol: str,
+    caplog: pytest.LogCaptureFixture,
+    record_property: Callable[[str, object], None],
+) -> None:
+    settings = settings_for(mosquitto, topic_prefix, protocol=protocol)
+    metrics = [Metrics(), Metrics()]
+    inboxes: list[asyncio.Queue[RawMessage]] = [asyncio.Queue(1000), asyncio.Queue(1000)]
+    sources = [MqttSource(settings, q, m) for q, m in zip(inboxes, metrics, strict=True)]
+
+    async def settle_all(source: MqttSource, inbox: asyncio.Queue[RawMessage]) -> None:
+        while True:
+            source.settle([(await inbox.get()).ticket])
+
+    with caplog.at_level(logging.INFO, logger="collector"):
+        async with running(sources[0]), running(sources[1]), asyncio.TaskGroup() as group:
+            pairs = zip(sources, inboxes, strict=True)
+            settlers = [group.create_task(settle_all(*pair)) for pair in pairs]
+            await until(
+                lambda: sum(m.reconnects._value.get() for m in metrics) >= 1,
+                what="the second instance taking the session over",
+            )
+            await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 100))
+            # The window the counts are taken over (they are upper bounds: a slow machine only
+            # lowers them). Before the fix: 1 636 + 1 635 reconnects (MQTT 5), 1 927 + 1 929
+            # (3.1.1), each message received 20-40 times, 3 273 and 3 861 warnings.
+            await asyncio.sleep(FIGHT_WINDOW_S)
+            for task in settlers:
+                task.cancel()
+    reconnects = [m.reconnects._value.get() for m in metrics]
+    takeovers = [m.session_takeovers._value.get() for m in metrics]
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    explained = [r for r in noisy if "another instance uses the same client id" in r.getMessage()]
+    record_property("reconnects", reconnects)
+    record_property("received_of_100", sum(m.received._value.get() for m in metrics))
+    record_property("warnings", len(noisy))
+    assert sum(reconnects) <= 30, reconnects
+    assert sum(takeovers) >= 3, takeovers
+    assert 1 <= len(explained) <= 2, [r.getMessage() for r in noisy]  # once per instance at most
+    assert len(noisy) == len(explained), [r.getMessage() for r in noisy]
+    assert f"client id {settings.client_id!r}" in explained[0].getMessage()
+
+
+# -- memory: bounded by bytes in flight, not by message count -----------------------------------
+
+
+@pytest.mark.servers
+async def test_reading_pauses_while_the_bytes_held_exceed_the_bound_and_nothing_is_lost(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    settings = settings_for(mosquitto, topic_prefix, max_inflight_bytes=64 * 1024)
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue(1000)  # the count bound is not the limit
+    metrics = Metrics()
+    source = MqttSource(settings, inbox, metrics)
+    topic = f"{topic_prefix}/p/microgrid/m/telemetry"
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed")
+        bodies = [b"%03d" % n + b"x" * 16_000 for n in range(30)]
+        await asyncio.to_thread(publish_all, mosquitto, [(topic, body) for body in bodies])
+        got: list[RawMessage] = []
+        while len(got) < len(bodies):
+            await until(lambda: not inbox.empty(), what=f"message {len(got)}")
+            # Unsettled messages hold their bytes: reading stopped once past 64 KiB.
+            assert inbox.qsize() <= 5
+            assert metrics.inflight_bytes._value.get() <= 64 * 1024 + 16_100
+            message = inbox.get_nowait()
+            got.append(message)
+            source.settle([message.ticket])
+        assert [m.payload for m in got] == bodies
+        assert metrics.inflight_bytes._value.get() == 0
+
+
+@pytest.mark.servers
+async def test_an_oversized_payload_is_cut_on_arrival_to_what_a_dead_letter_keeps(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
+    source = MqttSource(
+        settings_for(mosquitto, topic_prefix),
+        inbox,
+        Metrics(),
+        max_payload_bytes=1000,
+        oversize_keep_bytes=100,
+    )
+    topic = f"{topic_prefix}/p/microgrid/m/telemetry"
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed")
+        bodies = [b"a" * 1000, b"b" * 1001]  # at the limit, and one byte over
+        await asyncio.to_thread(publish_all, mosquitto, [(topic, body) for body in bodies])
+        at_limit, over = await take(inbox, 2)
+        source.settle([at_limit.ticket, over.ticket])
+    assert (at_limit.payload, at_limit.size) == (bodies[0], 1000)
+    assert (over.payload, over.size) == (b"b" * 100, 1001)
+
+
+BACKLOG = 150  # messages of ~1 MB each: 150 MB queued at the broker, drained in seconds
+BIG = 1_000_000  # bytes per payload; under the shipped broker's message_size_limit (1 MiB)
+RSS_GROWTH_BOUND = 40 * 2**20  # over the idle peak; before the byte bound: 76 and 146 MiB
+
+
+def _peak_rss(pid: int) -> int:
+    """VmHWM (peak resident set) of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@pytest.fixture
+def collector_process(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_database: str,
+    topic_prefix: str,
+) -> Iterator[Callable[[dict[str, str]], CollectorProcess]]:
+    """Makes this test's collector subprocess (with extra ``PARKWATCH_*`` settings); killed at
+    teardown."""
+    made: list[CollectorProcess] = []
+
+    def make(env: dict[str, str]) -> CollectorProcess:
+        process = CollectorProcess(
+            tmp_path / "collector",
+            broker=mosquitto,
+            influx=influxdb,
+            database=influx_database,
+            topic_prefix=topic_prefix,
+            env=env,
+        )
+        made.append(process)
+        return process
+
+    yield make
+    for process in made:
+        process.close()
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize(
+    ("case", "env"),
+    [
+        # Over ingest.max_payload_bytes: rightly dead-lettered as too_large.
+        ("oversized", {}),
+        # Within a raised payload limit, but not JSON: the byte bound alone must hold memory.
+        (
+            "large",
+            {
+                "PARKWATCH_INGEST__MAX_PAYLOAD_BYTES": str(2 * BIG),
+                "PARKWATCH_MQTT__MAX_INFLIGHT_BYTES": str(8 * 2**20),
+            },
+        ),
+    ],
+)
+def test_a_backlog_of_large_payloads_keeps_peak_memory_bounded_by_bytes(
+    collector_process: Callable[[dict[str, str]], CollectorProcess],
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    case: str,
+    env: dict[str, str],
+) -> None:
+    collector = collector_process(env)
+    # First start: subscribe (the broker keeps the session) and learn the idle peak.
+    collector.start()
+    collector.wait_subscribed()
+    idle_peak = _peak_rss(collector.pid)
+    assert collector.terminate() == 0
+    # The backlog waits at the broker while the collector is away ...
+    topic = f"{topic_prefix}/p/microgrid/m/telemetry"
+    publish_all(mosquitto, [(topic, b"x" * BIG)] * BACKLOG)
+    # ... and is drained as fast as the broker sends it.
+    collector.start()
+    wait_until(
+        lambda: (
+            collector.metric("parkwatch_messages_received_total") >= BACKLOG
+            and collector.metric("parkwatch_unacked_messages") == 0
+        ),
+        timeout=60,
+        what=f"{BACKLOG} large messages dead-lettered and acked",
+        collector=collector,
+    )
+    growth = _peak_rss(collector.pid) - idle_peak
+    reason = "too_large" if case == "oversized" else "invalid_json"
+    assert collector.metric("parkwatch_dead_letters_total", reason=reason) == BACKLOG
+    assert growth < RSS_GROWTH_BOUND, f"peak RSS grew {growth / 2**20:.0f} MiB ({case})"
