@@ -5,7 +5,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY parkwatch ./parkwatch
 COPY collector ./collector
+COPY kpi ./kpi
 COPY rules ./rules
+COPY notify ./notify
 COPY dashboards ./dashboards
 COPY simulators ./simulators
 RUN pip install --no-cache-dir .
@@ -17,6 +19,7 @@ USER parkwatch
 ENV PARKWATCH_SPOOL__DIRECTORY=/var/lib/parkwatch/spool \
     PARKWATCH_DEADLETTER__PATH=/var/lib/parkwatch/deadletter.jsonl \
     PARKWATCH_MQTT__RETAINED_STATE_FILE=/var/lib/parkwatch/retained-seen.bin \
+    PARKWATCH_STATE__DIRECTORY=/var/lib/parkwatch/state \
     PARKWATCH_HTTP__HOST=0.0.0.0
 EXPOSE 9108
 ENTRYPOINT ["parkwatch"]
