@@ -130,6 +130,7 @@ class Analytics:
         *,
         listening: Callable[[], bool] = lambda: True,
         notify: Callable[[AlertTransition], None] | None = None,
+        recovered: Callable[[], None] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -137,6 +138,7 @@ class Analytics:
         self._clocks = clocks
         self._listening = listening
         self._notify = notify
+        self._on_recovered = recovered
         self._wall = wall
         self._journal = StateJournal(settings.directory)
         self._lock = asyncio.Lock()
@@ -172,7 +174,8 @@ class Analytics:
     async def recover(self, out: asyncio.Queue[Point]) -> int:
         """Load the snapshot and replay the journal after it; return the records replayed.
 
-        ``run`` does this first, with the writer already running (replayed outputs go to it).
+        ``run`` does this first, with the writer already running (replayed outputs go to it),
+        then calls ``recovered`` (given to the constructor), before any live point.
         """
         recovered, self._recovered = self._recovered, Recovered()
         last_wall = self._wall()
@@ -195,6 +198,9 @@ class Analytics:
                 recovered.torn,
             )
         await self.checkpoint()
+        if self._on_recovered is not None:
+            # Before the first live point: the service seeds the notifications with what fires.
+            self._on_recovered()
         self._ready.set()
         return len(recovered.records)
 
