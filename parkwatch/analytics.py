@@ -20,7 +20,8 @@ journal's order is the order things happened, and a replay is exact.
 
 A status message without a ``ts`` (a last will; ``Point.ts_from_receipt``) carries only its
 receive time, which for a simulated park or a replayed backlog is far from the park's event time:
-it does not move the park's clock, the engines get it at the park's current clock, and it is
+it does not move the park's clock, the engines get it 1 ms after the park's current clock (after
+everything heard before it, never on the same millisecond as the status before it), and it is
 written at that time too (its line re-stamped). A park never heard from has no clock yet: its
 untimed statuses wait (the latest per device, in the snapshot) and reach the engines at the
 clock's first reading; they are written at their receive time meanwhile (an MQTT ack cannot wait).
@@ -324,7 +325,9 @@ class Analytics:
                 if clock is None:
                     self._hold(point)
                     continue
-                point = point.placed_at(clock)  # noqa: PLW2901 - this point, placed
+                # Just after everything heard before it: never at the same time as the status
+                # before it (InfluxDB would keep one of the two).
+                point = point.placed_at(clock + 1)  # noqa: PLW2901 - this point, placed
                 if batch is not None:
                     batch[index] = point  # written at the park's clock too
             now = clocks.observe(point.park, point.ts_ms, wall)

@@ -153,8 +153,10 @@ async def test_a_last_will_leaves_a_simulated_parks_clock_where_it_is(tmp_path: 
         clock_before = stage.clocks.now(PARK, WALL_S)
         assert clock_before == will_at - STEP
         await stage.last_will()
-        # Still the simulated day, not the wall time the will was received at.
-        assert stage.clocks.now(PARK, WALL_S) == clock_before
+        # Still the simulated day, not the wall time the will was received at: the will is
+        # placed 1 ms after the last reading.
+        placed = clock_before + 1
+        assert stage.clocks.now(PARK, WALL_S) == placed
         await stage.readings(will_at, will_at + 3 * MINUTE, charger=False)
         last_reading = will_at + 3 * MINUTE - STEP
 
@@ -163,14 +165,14 @@ async def test_a_last_will_leaves_a_simulated_parks_clock_where_it_is(tmp_path: 
     assert [(t.alert.labels["device"], t.alert.state) for t in offline] == [
         ("cp-01", AlertState.FIRING)
     ]
-    assert offline[0].at_ms == clock_before
+    assert offline[0].at_ms == placed
     # No KPI window closed before its time, so none of the later readings was late.
     assert stage.kpi_ends()
     assert max(stage.kpi_ends()) <= last_reading
     assert stage.late_points() == 0
     # Written at the park's clock as well (a dashboard's last("online") stays in order).
     assert stage.status_lines() == [
-        f"{STATUS_MEASUREMENT},device=cp-01,kind=charger,park={PARK} online=false {clock_before}"
+        f"{STATUS_MEASUREMENT},device=cp-01,kind=charger,park={PARK} online=false {placed}"
     ]
 
 
@@ -217,6 +219,24 @@ async def test_a_replayed_journal_places_the_will_where_the_live_run_did(
         (t.alert.state, t.at_ms) for t in live.transitions("DeviceOffline")
     ]
     assert replayed.clocks.snapshot(WALL_S) == live.clocks.snapshot(WALL_S)
+
+
+async def test_a_will_right_after_a_birth_is_written_after_it_not_over_it(tmp_path: Path) -> None:
+    """Both in one batch (one wall time): at the park's clock the will would share the birth's
+    millisecond, and InfluxDB would keep only one of the two points."""
+    stage = Stage(tmp_path)
+    topic = f"parks/{PARK}/charger/cp-01/status"
+    async with stage.running():
+        for ticket, payload in enumerate(
+            [orjson.dumps({"online": True, "ts": SIM_START}), b"offline"], start=1
+        ):
+            point = stage.decoder.decode(RawMessage(topic, payload, WALL_S, ticket))
+            assert isinstance(point, Point)
+            stage.inbox.put_nowait(point)
+        await stage.inbox.join()
+        await stage.out.join()
+    times = [int(line.rsplit(" ", 1)[1]) for line in stage.status_lines()]
+    assert times == [SIM_START, SIM_START + 1]
 
 
 def test_placing_a_point_re_stamps_its_line() -> None:
