@@ -3,6 +3,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# Every package of pyproject.toml's wheel (tests/test_compose.py keeps the two in step).
 COPY parkwatch ./parkwatch
 COPY collector ./collector
 COPY kpi ./kpi
@@ -18,6 +19,7 @@ USER parkwatch
 # Give secrets as environment variables or a mounted config file, never baked into the image.
 ENV PARKWATCH_SPOOL__DIRECTORY=/var/lib/parkwatch/spool \
     PARKWATCH_DEADLETTER__PATH=/var/lib/parkwatch/deadletter.jsonl \
+    PARKWATCH_STATE__DIRECTORY=/var/lib/parkwatch/state \
     PARKWATCH_MQTT__RETAINED_STATE_FILE=/var/lib/parkwatch/retained-seen.bin \
     PARKWATCH_STATE__DIRECTORY=/var/lib/parkwatch/state \
     PARKWATCH_HTTP__HOST=0.0.0.0

@@ -5,8 +5,10 @@ pydantic model, ``ts`` checked against the clock, then one line encoded with mea
 tags ``park`` and ``device`` (and ``connector`` for chargers), fields = the payload's fields.
 
 Status messages (``.../status``, a device's birth message or MQTT last will) become points of the
-``device_status`` measurement with a boolean ``online`` field; a last will carries no ``ts``, so
-the receive time is used.
+``device_status`` measurement with a boolean ``online`` field. A last will (or the bare words
+online/offline) carries no ``ts``: the point gets the receive time and is marked
+``ts_from_receipt``, so the analytics stage places it at the park's event-time clock instead
+(the receive time says nothing about a simulated park or a replayed backlog).
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ class Decoder:
         body = raw.payload.strip()
         online = _STATUS_WORDS.get(body.lower())
         ts_ms = round(raw.received_at * 1000)
+        from_receipt = True
         if online is None:
             try:
                 data = orjson.loads(body)
@@ -161,11 +164,20 @@ class Decoder:
                 if skew is not None:
                     return self._reject(raw, Reason.CLOCK_SKEW, skew)
                 ts_ms = ts
+                from_receipt = False
         tags = (("device", device), ("kind", kind), ("park", park))
         fields: dict[str, FieldValue] = {"online": online}
         line = self._encoder.encode(STATUS_MEASUREMENT, tags, fields, ts_ms)
         return Point(
-            park, STATUS_MEASUREMENT, device, ts_ms, fields, line, raw.ticket, device_kind=kind
+            park,
+            STATUS_MEASUREMENT,
+            device,
+            ts_ms,
+            fields,
+            line,
+            raw.ticket,
+            device_kind=kind,
+            ts_from_receipt=from_receipt,
         )
 
     def _skew(self, ts_ms: int) -> str | None:

@@ -5,6 +5,7 @@
     points from the decoder (a batch: whatever has queued up)
       -> journal the batch, fsync                   parkwatch/journal.py: survives kill -9
       -> each point: park clock observes it -> engines advance -> engines apply
+           (a status without a ts of its own is placed at the park's clock instead, see below)
            KPI engine (kpi/)   -> KpiRecord  -> the rules engine takes it, and a park_kpi point
            rules engine (rules/) -> AlertTransition -> an alerts point, notify, /api/v1/alerts
       -> the batch's points -> writer queue          (unchanged: telemetry is written as it came)
@@ -16,6 +17,14 @@ nothing is dropped); the notification hand-off never blocks (``notify.submit`` i
 bounded on its side). A wall-clock ticker advances silent parks (``state.tick_s``) and writes a
 snapshot every ``state.snapshot_interval_s``; both take the same lock as batches, so the
 journal's order is the order things happened, and a replay is exact.
+
+A status message without a ``ts`` (a last will; ``Point.ts_from_receipt``) carries only its
+receive time, which for a simulated park or a replayed backlog is far from the park's event time:
+it does not move the park's clock, the engines get it 1 ms after the park's current clock (after
+everything heard before it, never on the same millisecond as the status before it), and it is
+written at that time too (its line re-stamped). A park never heard from has no clock yet: its
+untimed statuses wait (the latest per device, in the snapshot) and reach the engines at the
+clock's first reading; they are written at their receive time meanwhile (an MQTT ack cannot wait).
 
 After a crash, :meth:`Analytics.recover` loads the last snapshot and replays the journal after
 it: the engines are deterministic, so they reach the state they had. What they emit on the way
@@ -122,6 +131,7 @@ class Analytics:
         *,
         listening: Callable[[], bool] = lambda: True,
         notify: Callable[[AlertTransition], None] | None = None,
+        recovered: Callable[[], None] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -129,12 +139,15 @@ class Analytics:
         self._clocks = clocks
         self._listening = listening
         self._notify = notify
+        self._on_recovered = recovered
         self._wall = wall
         self._journal = StateJournal(settings.directory)
         self._lock = asyncio.Lock()
         self._metrics = _Metrics(registry)
         self._encoder = LineEncoder()
         self._advanced: dict[str, int] = {}  # each park's clock when engines last advanced
+        # Untimed statuses of parks without a clock yet: park -> (kind, device) -> the latest.
+        self._held: dict[str, dict[tuple[str, str], Point]] = {}
         self._outbox: dict[int, str] = {}  # derived ticket -> line, until written or spooled
         self._next_ticket = DERIVED_TICKETS
         self._observers: list[Callable[[Output], None]] = []
@@ -162,7 +175,8 @@ class Analytics:
     async def recover(self, out: asyncio.Queue[Point]) -> int:
         """Load the snapshot and replay the journal after it; return the records replayed.
 
-        ``run`` does this first, with the writer already running (replayed outputs go to it).
+        ``run`` does this first, with the writer already running (replayed outputs go to it),
+        then calls ``recovered`` (given to the constructor), before any live point.
         """
         recovered, self._recovered = self._recovered, Recovered()
         last_wall = self._wall()
@@ -185,6 +199,9 @@ class Analytics:
                 recovered.torn,
             )
         await self.checkpoint()
+        if self._on_recovered is not None:
+            # Before the first live point: the service seeds the notifications with what fires.
+            self._on_recovered()
         self._ready.set()
         return len(recovered.records)
 
@@ -247,6 +264,7 @@ class Analytics:
                 "listening": self._clocks.listening,
                 "clocks": self._clocks.snapshot(wall),
                 "advanced": dict(self._advanced),
+                "held": _encode([p for held in self._held.values() for p in held.values()]),
                 "engines": {engine.name: engine.snapshot() for engine in self._engines},
                 "outbox": list(self._outbox.values()),
             }
@@ -270,6 +288,9 @@ class Analytics:
         if state.get("listening"):
             self._clocks.resume(wall)
         self._advanced = {park: int(ms) for park, ms in state.get("advanced", {}).items()}
+        self._held = {}
+        for point in _decode(state.get("held", [])):
+            self._hold(point)
         engines = state.get("engines", {})
         for engine in self._engines:
             if engine.name in engines:
@@ -277,9 +298,12 @@ class Analytics:
         return wall
 
     def _apply_record(
-        self, record: dict[str, Any], batch: Sequence[Point] | None = None
+        self, record: dict[str, Any], batch: list[Point] | None = None
     ) -> list[Output]:
-        """Apply one journal record (live, or replayed: then ``batch`` is decoded from it)."""
+        """Apply one journal record (live, or replayed: then ``batch`` is decoded from it).
+
+        Untimed statuses placed at their park's clock replace their originals in ``batch``.
+        """
         outputs: list[Output] = []
         emit = self._emitter(outputs)
         wall = float(record["wall"])
@@ -290,22 +314,53 @@ class Analytics:
             else:
                 clocks.pause(wall)
         if record.get("tick"):
-            for park in list(clocks.parks()):
-                now = clocks.now(park, wall)
-                if now is not None:
-                    self._advance(park, now, emit)
+            self._tick(wall, emit)
             return outputs
         points = batch if batch is not None else _decode(record.get("points", []))
         engines = self._engines
-        for point in points:
+        held = self._held
+        for index, point in enumerate(points):
+            if point.ts_from_receipt:
+                clock = clocks.now(point.park, wall)
+                if clock is None:
+                    self._hold(point)
+                    continue
+                # Just after everything heard before it: never at the same time as the status
+                # before it (InfluxDB would keep one of the two).
+                point = point.placed_at(clock + 1)  # noqa: PLW2901 - this point, placed
+                if batch is not None:
+                    batch[index] = point  # written at the park's clock too
             now = clocks.observe(point.park, point.ts_ms, wall)
             self._advance(point.park, now, emit)
+            if held and point.park in held:
+                self._release(point.park, now, emit)
             for engine in engines:
                 try:
                     engine.apply(point, emit)
                 except Exception as exc:  # noqa: BLE001 - one bad point or rule must not stop the stage
                     self._engine_failed(engine, "apply", point, exc)
         return outputs
+
+    def _tick(self, wall: float, emit: Callable[[Output], None]) -> None:
+        clocks = self._clocks
+        for park in list(clocks.parks()):
+            now = clocks.now(park, wall)
+            if now is not None:
+                self._advance(park, now, emit)
+
+    def _hold(self, point: Point) -> None:
+        """Keep an untimed status of a park without a clock (a later one supersedes it)."""
+        self._held.setdefault(point.park, {})[point.device_kind, point.device] = point
+
+    def _release(self, park: str, now: int, emit: Callable[[Output], None]) -> None:
+        """The park's clock has started at ``now``: its held statuses reach the engines there."""
+        for status in self._held.pop(park).values():
+            placed = status.placed_at(now)
+            for engine in self._engines:
+                try:
+                    engine.apply(placed, emit)
+                except Exception as exc:  # noqa: BLE001 - counted and logged in _engine_failed
+                    self._engine_failed(engine, "apply", placed, exc)
 
     def _advance(self, park: str, now: int, emit: Callable[[Output], None]) -> None:
         if now <= self._advanced.get(park, -1):
@@ -425,14 +480,20 @@ class Analytics:
 
 
 def _encode(points: Sequence[Point]) -> list[list[Any]]:
-    """The journal's form of points: just what the engines read."""
+    """The journal's form of points: just what the engines read (an 8th item, true, marks a
+    ``ts_from_receipt`` status; rows without it are timed, as in journals written before it)."""
     return [
-        [p.park, p.kind, p.device, p.connector, p.device_kind, p.ts_ms, p.fields] for p in points
+        [p.park, p.kind, p.device, p.connector, p.device_kind, p.ts_ms, p.fields]
+        if not p.ts_from_receipt
+        else [p.park, p.kind, p.device, p.connector, p.device_kind, p.ts_ms, p.fields, True]
+        for p in points
     ]
 
 
 def _decode(rows: list[list[Any]]) -> list[Point]:
     return [
-        Point(park, kind, device, int(ts), fields, "", NO_TICKET, connector, device_kind)
-        for park, kind, device, connector, device_kind, ts, fields in rows
+        Point(
+            park, kind, device, int(ts), fields, "", NO_TICKET, connector, device_kind, bool(rest)
+        )
+        for park, kind, device, connector, device_kind, ts, fields, *rest in rows
     ]

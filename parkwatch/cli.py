@@ -147,8 +147,21 @@ def schema(out: Path | None) -> None:
     "--faults/--no-faults",
     default=True,
     show_default=True,
-    help="Inject the built-in fault scenario (a charger fault, a hot battery, a site on "
-    "battery in the first park) so alerts fire and resolve in the first minute at 60x.",
+    help="Inject the built-in fault scenario (a charger fault, a charger offline, a hot "
+    "battery, a site on battery in the first park) so alerts fire and resolve in the first "
+    "minute at 60x.",
+)
+@click.option(
+    "--grafana-url",
+    help="Provision this Grafana with the demo's data source and dashboards (default: "
+    "grafana.url); provisioning files for a local Grafana are written in any case.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or YAML file for what the demo does not set itself (grafana, notify, parks, "
+    "rules); PARKWATCH_* environment variables override it.",
 )
 @click.option(
     "--live/--plain",
@@ -165,6 +178,8 @@ def demo(  # click passes the options by keyword
     start_text: str | None,
     embedded_broker: bool,
     faults: bool,
+    grafana_url: str | None,
+    config_file: Path | None,
     live: bool | None,
 ) -> None:
     """Run local Mosquitto + InfluxDB, the collector and simulated parks, with a live view."""
@@ -184,6 +199,8 @@ def demo(  # click passes the options by keyword
             start=parse_start(start_text),
             embedded_broker=embedded_broker,
             faults=faults,
+            config_file=config_file,
+            grafana_url=grafana_url,
             live=sys.stdout.isatty() if live is None else live,
         )
     )

@@ -7,6 +7,10 @@ backlog (old timestamps) lands in the windows it belongs to, and a silent park s
 Rules that keep the clock honest:
 
 * It never goes backwards: an older ``ts`` (a late or redelivered reading) leaves it alone.
+* Only event times move it: a status message without a ``ts`` of its own (a last will; its
+  point is marked ``ts_from_receipt``) carries just its receive time, which would throw a
+  simulated park or a replayed backlog ahead to the wall clock. The analytics stage never
+  places such a point just after ``now`` instead (1 ms: the clock moves by no more).
 * It advances with the wall clock only while the collector is listening (``resume``d): while the
   broker connection is down, or the process is not running, nothing is heard, so silence means
   nothing. After a restart the clock resumes from its persisted value, not from the wall clock,

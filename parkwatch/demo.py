@@ -1,8 +1,11 @@
 """``parkwatch demo``: local Mosquitto and InfluxDB, the collector and simulated parks, live.
 
 Everything runs in this process's one TaskGroup except the two servers, which are child
-processes in ``var/demo`` (kept between runs, so Grafana can be pointed at the data). Ctrl-C (or
-``--duration``) stops the simulators, drains the collector, then stops the servers.
+processes in ``var/demo`` (InfluxDB's data kept between runs, so Grafana can be pointed at it;
+what an earlier run left in simulated time of its own is dropped, see ``forget_earlier_runs``).
+Ctrl-C (or ``--duration``) stops the simulators, drains the collector, then stops the servers.
+The live view is :mod:`parkwatch.liveview`; the dashboards (provisioning files for a local
+Grafana, a configured Grafana provisioned) are :mod:`parkwatch.demo_grafana`.
 
 The simulated clock starts a day in the past by default and runs ``speed`` times faster than
 real time, so a full day of PV and load curves lands in InfluxDB within minutes at ``--speed 60``.
@@ -22,22 +25,18 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
-from kpi.today import TodaySoFar
-from parkwatch.errors import ServerError
-from parkwatch.events import AlertState, AlertTransition, KpiRecord, Output
+from parkwatch.demo_grafana import demo_dashboards
+from parkwatch.errors import ConfigError, ServerError
+from parkwatch.liveview import LiveView
 from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
-from parkwatch.points import Point
 from parkwatch.schema import OcppErrorCode
 from parkwatch.service import Collector
 from parkwatch.settings import Settings, load_settings
@@ -51,9 +50,8 @@ REFRESH_S: Final = 1.0
 DEBIAN_PACKAGES: Final = {"mosquitto": "mosquitto", "influxd": "influxdb"}
 PLAIN_REPORT_S: Final = 10.0
 PLAIN_WIDTH: Final = 150
-RESOLVED_SHOWN: Final = 5
-ACTIVE_SHOWN: Final = 10
 DELIVERY_WAIT_S: Final = 10.0
+RETAINED_LEDGER: Final = "retained-seen.bin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,170 +69,10 @@ class DemoOptions:
     """Use the embedded amqtt broker even where Mosquitto is available."""
     faults: bool = True
     """Inject the built-in fault scenario (see ``demo_scenario``) so alerts fire and resolve."""
-
-
-@dataclass(slots=True)
-class _ParkState:
-    pv_kw: float | None = None
-    load_kw: float | None = None
-    grid_import_kw: float | None = None
-    soc: dict[str, float] = field(default_factory=dict)
-    chargers: dict[str, str] = field(default_factory=dict)
-    points: int = 0
-    last_ts_ms: int = 0
-
-
-class LiveView:
-    """Latest readings per park, today's green KPIs so far and the alerts, fed by the collector
-    with every validated point and every KPI record and alert transition the engines emit."""
-
-    def __init__(self, collector: Collector) -> None:
-        self._collector = collector
-        self._parks: dict[str, _ParkState] = defaultdict(_ParkState)
-        self._today = TodaySoFar(collector.settings.parks)
-        self._rates: dict[str, float] = {}
-        self._previous: dict[str, int] = {}
-        self._previous_at = time.monotonic()
-        self._alerts: dict[str, AlertTransition] = {}  # active, by fingerprint
-        self._resolved: deque[AlertTransition] = deque(maxlen=RESOLVED_SHOWN)
-
-    def observe_output(self, output: Output) -> None:
-        """Take in a KPI record or alert transition from the analytics stage."""
-        if isinstance(output, KpiRecord):
-            self._today.take(output)
-            return
-        alert = output.alert
-        if alert.state in (AlertState.PENDING, AlertState.FIRING):
-            self._alerts[alert.fingerprint] = output
-            return
-        self._alerts.pop(alert.fingerprint, None)
-        if alert.state is AlertState.RESOLVED:
-            self._resolved.appendleft(output)
-
-    def render(self) -> Group:
-        """The park table, and the alerts table when there has been an alert."""
-        if not self._alerts and not self._resolved:
-            return Group(self.table())
-        return Group(self.table(), self.alerts_table())
-
-    def alerts_table(self) -> Table:
-        """Firing and pending alerts, then the latest resolved ones."""
-        table = Table(title="alerts (simulated time)", title_justify="left")
-        for column in ("state", "since", "alert", "where", "summary"):
-            table.add_column(column)
-        active = sorted(self._alerts.values(), key=lambda t: (t.alert.state.value, -t.at_ms))
-        hidden = max(0, len(active) - ACTIVE_SHOWN)
-        for transition in [*active[:ACTIVE_SHOWN], *self._resolved]:
-            alert = transition.alert
-            labels = alert.labels
-            where = "/".join(labels[k] for k in ("park", "device") if labels.get(k))
-            if labels.get("connector"):
-                where += f"#{labels['connector']}"
-            style = {"firing": "bold red", "pending": "yellow"}.get(alert.state.value, "green")
-            table.add_row(
-                f"[{style}]{alert.state.value}[/]",
-                _clock(transition.at_ms),
-                f"{alert.name} ({labels.get('severity', '')})",
-                where,
-                alert.annotations.get("summary", ""),
-            )
-        if hidden:
-            table.caption = f"… and {hidden} more active"
-        return table
-
-    def observe(self, point: Point) -> None:
-        """Take in one point (called on the decoder's hot path: keep it cheap)."""
-        state = self._parks[point.park]
-        state.points += 1
-        state.last_ts_ms = max(state.last_ts_ms, point.ts_ms)
-        fields = point.fields
-        if point.kind == "microgrid":
-            state.pv_kw = _number(fields.get("pv_kw"), state.pv_kw)
-            state.load_kw = _number(fields.get("load_kw"), state.load_kw)
-            state.grid_import_kw = _number(fields.get("grid_import_kw"), state.grid_import_kw)
-        elif point.kind == "storage" and "soc_pct" in fields:
-            state.soc[point.device] = float(fields["soc_pct"])
-        elif point.kind == "charger" and "status" in fields:
-            state.chargers[point.line.split(" ", 1)[0]] = str(fields["status"])
-
-    def _update_rates(self) -> None:
-        now = time.monotonic()
-        span = max(now - self._previous_at, 1e-6)
-        for park, state in self._parks.items():
-            self._rates[park] = (state.points - self._previous.get(park, 0)) / span
-            self._previous[park] = state.points
-        self._previous_at = now
-
-    def table(self) -> Table:
-        """The live table."""
-        self._update_rates()
-        metrics = self._collector.metrics
-        dead = sum(
-            sample.value
-            for metric in metrics.dead_letters.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total")
-        )
-        latest = max((s.last_ts_ms for s in self._parks.values()), default=0)
-        when = datetime.fromtimestamp(latest / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-        written = metrics.registry.get_sample_value("parkwatch_points_written_total") or 0.0
-        # Read through the registry: the unacked gauge is a function, evaluated only at a scrape.
-        unacked = metrics.registry.get_sample_value("parkwatch_unacked_messages") or 0.0
-        table = Table(
-            title=f"parkwatch demo — simulated time {when if latest else '…'}",
-            caption=f"points written {written:.0f} · dead letters {dead:.0f}"
-            f" · unacked {unacked:.0f}"
-            "\ntoday: the park's closed 1-minute KPI windows since its local midnight",
-        )
-        for column in ("park", "PV kW", "load kW", "grid import kW", "storage SOC %"):
-            table.add_column(column, justify="right" if column != "park" else "left")
-        table.add_column("chargers busy/faulted/all", justify="right")
-        for column in ("today self-suff. %", "today tCO2/tce", "today kg CO2"):
-            table.add_column(column, justify="right")
-        table.add_column("msgs/s", justify="right")
-        for park in sorted(self._parks):
-            state = self._parks[park]
-            statuses = list(state.chargers.values())
-            busy = sum(
-                s
-                in {
-                    "Charging",
-                    "SuspendedEV",
-                    "SuspendedEVSE",
-                    "Preparing",
-                    "Finishing",
-                    "Occupied",
-                }
-                for s in statuses
-            )
-            faulted = sum(s == "Faulted" for s in statuses)
-            soc = f"{sum(state.soc.values()) / len(state.soc):.1f}" if state.soc else "-"
-            today = self._today.fields(park)
-            table.add_row(
-                park,
-                _fmt(state.pv_kw),
-                _fmt(state.load_kw),
-                _fmt(state.grid_import_kw),
-                soc,
-                f"{busy}/{faulted}/{len(statuses)}",
-                _fmt(today.get("self_sufficiency_pct")),
-                _fmt(today.get("carbon_intensity_t_per_tce"), 2),
-                _fmt(today.get("co2_kg"), 0),
-                f"{self._rates.get(park, 0.0):.1f}",
-            )
-        return table
-
-
-def _clock(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%H:%M UTC")
-
-
-def _number(value: object, default: float | None) -> float | None:
-    return float(value) if isinstance(value, int | float) else default
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
+    config_file: Path | None = None
+    """Settings file for what the demo does not set itself (grafana, notify, parks, rules)."""
+    grafana_url: str | None = None
+    """A Grafana to provision (overrides ``grafana.url``)."""
 
 
 def _port(preferred: int) -> int:
@@ -252,17 +90,32 @@ def settings_state_dir(options: DemoOptions) -> Path:
     return options.workdir / "state"
 
 
+def forget_earlier_runs(workdir: Path) -> None:
+    """Every run simulates afresh from its start time: drop what an earlier run left in
+    simulated time of its own. Its KPI and rule state would take this run's readings for late
+    or redelivered ones; the broker's retained statuses (the devices' goodbyes) and queued
+    messages, stamped up to an hour ahead at 60x, would throw the parks' clocks ahead (every
+    device stale, every KPI window closed); the retained-message ledger describes that broker.
+    InfluxDB's data, the spool and the dead letters are kept.
+    """
+    shutil.rmtree(workdir / "state", ignore_errors=True)
+    (workdir / "mosquitto" / "mosquitto.db").unlink(missing_ok=True)
+    (workdir / RETAINED_LEDGER).unlink(missing_ok=True)
+
+
 def demo_settings(
     options: DemoOptions, mqtt_url: str, influx_url: str, *, mqtt_311: bool = False
 ) -> Settings:
-    """Collector settings for the demo's local servers."""
+    """Collector settings for the demo's local servers (the rest from the file and env)."""
+    given = {"grafana": {"url": options.grafana_url}} if options.grafana_url else {}
     return load_settings(
-        None,
+        options.config_file,
+        **given,
         mqtt={
             "url": mqtt_url,
             "client_id": "parkwatch-demo",
             "protocol": "3.1.1" if mqtt_311 else "5",
-            "retained_state_file": options.workdir / "retained-seen.bin",
+            "retained_state_file": options.workdir / RETAINED_LEDGER,
         },
         influx={"url": influx_url, "database": "parkwatch"},
         # Accelerated simulated time runs ahead of the wall clock, and --start may pick any
@@ -411,6 +264,7 @@ async def _run_pipeline(
         group.create_task(stop_after_duration(), name="demo-timer")
         simulation = group.create_task(simulate(), name="simulators")
         await stop.wait()
+        view.stopping()
         await simulation  # simulators finish their PUBACKs before the collector drains
         collector_stop.set()
     console.print(view.render())
@@ -420,9 +274,10 @@ def demo_scenario(park: str) -> Scenario:
     """Faults in ``park`` whose alerts fire and resolve within the first simulated hour.
 
     At the default 60x that is the first minute of ``parkwatch demo``: a charger Faulted
-    (ChargerFaulted, with the OCPP error code), a 5G site on battery (Site5gOnBattery), and a
-    storage container losing its cooling (StorageCellHot, which resolves once it has cooled
-    below the hysteresis level).
+    (ChargerFaulted, with the OCPP error code), a charger losing its connection (DeviceOffline
+    from its MQTT last will, placed at the park's simulated clock), a 5G site on battery
+    (Site5gOnBattery), and a storage container losing its cooling (StorageCellHot, which
+    resolves once it has cooled below the hysteresis level).
     """
     return Scenario(
         faults=[
@@ -432,6 +287,9 @@ def demo_scenario(park: str) -> Scenario:
                 at=120,
                 duration=900,
                 error_code=OcppErrorCode.HIGH_TEMPERATURE,
+            ),
+            FaultSpec(
+                fault=FaultKind.OFFLINE, device=f"{park}/charger/cp-02", at=240, duration=600
             ),
             FaultSpec(
                 fault=FaultKind.STORAGE_OVERTEMP,
@@ -457,9 +315,7 @@ def run_demo(options: DemoOptions) -> None:
         # Plain output usually goes to a pipe or a log (80 columns): give the table room.
         console = Console(width=max(console.width, PLAIN_WIDTH))
     options.workdir.mkdir(parents=True, exist_ok=True)
-    # Every run simulates afresh from its start time: the KPI state of an earlier run would
-    # take this run's readings for late or redelivered ones.
-    shutil.rmtree(settings_state_dir(options), ignore_errors=True)
+    forget_earlier_runs(options.workdir)
     missing = ensure_servers(console)
     embedded = None
     if options.embedded_broker or "mosquitto" in missing:
@@ -496,11 +352,24 @@ def run_demo(options: DemoOptions) -> None:
                 f"(database 'parkwatch') · health http://127.0.0.1:{settings.http.port}/healthz"
                 f" · data in {options.workdir} · Ctrl-C to stop"
             )
+            _print_dashboards(console, settings, options.workdir)
             asyncio.run(_main(options, settings, broker_url, console, embedded))
     except ServerError as exc:
         console.print(f"[red]could not start a local server[/]: {exc}")
         raise SystemExit(1) from exc
+    except ConfigError as exc:  # the settings file, or a rule file it names
+        console.print(f"[red]invalid configuration[/]: {exc}")
+        raise SystemExit(2) from exc
     console.print("demo stopped; servers shut down")
+
+
+def _print_dashboards(console: Console, settings: Settings, workdir: Path) -> None:
+    """Write the Grafana provisioning files, provision a configured Grafana, say where."""
+    dashboards = demo_dashboards(settings, workdir / "grafana", grafana_port=_port(3000))
+    for line in dashboards.lines():
+        console.print(line)
+    # Plain and unwrapped: it is meant to be copied into a shell.
+    console.print(f"  {dashboards.command}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _started(stack: contextlib.ExitStack, server: _Server) -> _Server:

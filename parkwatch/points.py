@@ -7,7 +7,7 @@ writer stores their ``line`` and settles their ``ticket``; the KPI and rule stag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 __all__ = ["NO_TICKET", "STATUS_MEASUREMENT", "FieldValue", "Point"]
@@ -41,3 +41,12 @@ class Point:
     """The charger connector id as a string ("" for the other kinds)."""
     device_kind: str = ""
     """The device's kind for status points ("" otherwise: then it is ``kind``)."""
+    ts_from_receipt: bool = False
+    """The message had no ``ts`` of its own (an MQTT last will, the bare words online/offline):
+    ``ts_ms`` is its receive time, which says nothing about the park's event time. Such a point
+    does not move the park's clock; the analytics stage places it at that clock (``placed_at``)."""
+
+    def placed_at(self, ts_ms: int) -> Point:
+        """This point at event time ``ts_ms``, its line re-stamped (the timestamp ends it)."""
+        line = f"{self.line.rpartition(' ')[0]} {ts_ms}" if self.line else ""
+        return replace(self, ts_ms=ts_ms, line=line, ts_from_receipt=False)

@@ -11,6 +11,7 @@
       -> parkwatch/analytics.py   journal (fsync), park clocks, then for each point:
            kpi/ engine   -> park_kpi records -> the rules engine, and park_kpi points
            rules/ engine -> alert transitions -> alerts points, and notify/ (never blocks)
+           once recovered (snapshot + journal): notify/ is seeded with the alerts still firing
       -> writes   [telemetry, park_kpi and alerts points, and every 10 s the collector's own
                    metrics (parkwatch/selfmetrics.py); full: analytics / self-metrics block]
       -> collector/writer.py batcher -> batches [full: the batcher blocks] -> writer workers
@@ -47,7 +48,7 @@ from notify.dispatcher import Dispatcher
 from parkwatch.analytics import Analytics, is_derived_ticket
 from parkwatch.clock import ParkClocks
 from parkwatch.errors import SpoolError
-from parkwatch.events import Alert, Engine, Output
+from parkwatch.events import Alert, AlertState, Engine, Output
 from parkwatch.http import HttpServer
 from parkwatch.points import Point
 from parkwatch.selfmetrics import SelfMetrics
@@ -221,10 +222,24 @@ class Collector:
             self.metrics.registry,
             listening=self.connected.is_set,
             notify=self.dispatcher.submit if self.dispatcher is not None else None,
+            recovered=self._seed_notifications if self.dispatcher is not None else None,
         )
         for observer in self._output_observers:
             analytics.observe(observer)
         return analytics
+
+    def _seed_notifications(self) -> None:
+        """After a restart, alerts that still fire keep being re-sent to Alertmanager (else it
+        lets them expire) and are not notified anywhere a second time."""
+        assert self.dispatcher is not None
+        firing = [alert for alert in self.active_alerts() if alert.state is AlertState.FIRING]
+        self.dispatcher.seed(firing)
+        if firing:
+            log.info(
+                "notify: %d alerts still fire after the restart: re-sent to Alertmanager, "
+                "not notified again",
+                len(firing),
+            )
 
     def _settle(self, tickets: Iterable[int]) -> None:
         """Safe points: MQTT messages are acked, derived points leave the analytics outbox."""

@@ -502,16 +502,25 @@ def test_status_words_become_device_status_points_stamped_with_receive_time(
     assert result.kind == STATUS_MEASUREMENT
     assert result.fields == {"online": online}
     assert result.ticket == TICKET
+    assert result.ts_from_receipt  # the analytics stage places it at the park's clock
 
 
 def test_status_json_with_ts_uses_that_ts() -> None:
     result = point(orjson.dumps({"online": False, "ts": NOW_MS - 5000}), STATUS)
     assert result.ts_ms == NOW_MS - 5000
     assert result.line.endswith(f"online=false {NOW_MS - 5000}")
+    assert not result.ts_from_receipt
 
 
 def test_status_json_without_ts_uses_the_receive_time() -> None:
-    assert point(orjson.dumps({"online": True}), STATUS).ts_ms == round(RECEIVED_S * 1000)
+    result = point(orjson.dumps({"online": True}), STATUS)
+    assert result.ts_ms == round(RECEIVED_S * 1000)
+    assert result.ts_from_receipt
+
+
+def test_telemetry_is_never_marked_as_stamped_on_receipt() -> None:
+    reading = point({"ts": NOW_MS, "pv_kw": 1.0}, "parks/p/microgrid/mg-1/telemetry")
+    assert not reading.ts_from_receipt
 
 
 @pytest.mark.parametrize(

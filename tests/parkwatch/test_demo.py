@@ -2,47 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
-import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from parkwatch.demo import LiveView
-from parkwatch.events import KpiRecord
-from parkwatch.points import Point
-from parkwatch.service import Collector
-from parkwatch.settings import load_settings
+from dashboards.build import DASHBOARD_UIDS
+from tests.dashboards.fake_grafana import FakeGrafana
+
+GRAFANA_TOKEN = "demo-grafana-token"
+SCENARIO_ALERTS = [
+    ("ChargerFaulted", "caohejing/cp-01#1"),
+    ("DeviceOffline", "caohejing/cp-02#1"),  # its last will
+    ("Site5gOnBattery", "caohejing/gnb-01"),
+    ("StorageCellHot", "caohejing/bess-01"),
+]
 
 
-def run_demo(workdir: Path, *options: str) -> tuple[str, int, int]:
+async def run_demo(
+    workdir: Path, *options: str, env: dict[str, str] | None = None
+) -> tuple[str, int, int]:
     """Run the demo briefly at high speed; return its output, messages acked and points written.
 
-    Fails unless it exits 0 and reports both figures.
+    Fails unless it exits 0 and reports both figures. A subprocess awaited, not waited for, so
+    that servers of the test (a fake Grafana) keep answering meanwhile.
     """
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "parkwatch",
-            "demo",
-            "--speed",
-            "600",
-            "--plain",
-            "--workdir",
-            str(workdir),
-            *options,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "parkwatch",
+        "demo",
+        "--speed",
+        "600",
+        "--plain",
+        "--workdir",
+        str(workdir),
+        *options,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    try:
+        async with asyncio.timeout(180):
+            stdout, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    output = stdout.decode()
+    assert process.returncode == 0, output[-3000:]
     published = re.search(r"simulators: (\d+) published, (\d+) acknowledged", output)
     assert published, output[-3000:]
     assert published.group(1) == published.group(2)  # every publish was acknowledged
@@ -53,9 +63,23 @@ def run_demo(workdir: Path, *options: str) -> tuple[str, int, int]:
 
 
 @pytest.mark.servers
-def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Path) -> None:
+async def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    output, acked, written = run_demo(workdir, "--duration", "6", "--parks", "caohejing,lingang")
+    grafana = FakeGrafana(token=GRAFANA_TOKEN)
+    await grafana.start()
+    try:
+        output, acked, written = await run_demo(
+            workdir,
+            "--duration",
+            "6",
+            "--parks",
+            "caohejing,lingang",
+            "--grafana-url",
+            grafana.url,
+            env={"PARKWATCH_GRAFANA__TOKEN": GRAFANA_TOKEN},
+        )
+    finally:
+        await grafana.stop()
     # Every acknowledged message became a point (plus the devices' status messages).
     assert written >= acked > 0
     assert "caohejing" in output
@@ -63,15 +87,43 @@ def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_path: Pat
     assert (workdir / "influxdb").is_dir()
     assert processes_mentioning(str(workdir)) == []
     # The parks' green KPIs so far today, from the KPI engine's closed minutes.
+    for header in ("today kg CO2", "today tCO2/tce", "today self-suff. %"):
+        today = column(output, header)
+        assert set(today) == {"caohejing", "lingang"}, header
+        assert all(float(value.replace(",", "")) > 0 for value in today.values()), today
+    # The built-in fault scenario: every alert fired and resolved within the simulated hour.
+    resolved = alerts(output, "resolved")
+    for name, where in SCENARIO_ALERTS:
+        assert (name, where) in resolved, output[-4000:]
+    assert "said goodbye (offline)" in output  # the devices' goodbyes, counted not listed
+    # Where the dashboards are: the configured Grafana, provisioned with the demo's InfluxDB.
+    assert f"dashboards: {grafana.url}/d/parkwatch-city" in output
+    assert sorted(grafana.dashboards) == sorted(DASHBOARD_UIDS)
+    (source,) = grafana.datasources.values()
+    assert source["url"] == influx_url(output)
+    assert source["jsonData"]["dbName"] == "parkwatch"
+    # ... and the files for a local Grafana, with the one command that starts it on them.
+    provisioning = workdir.resolve() / "grafana" / "provisioning"
+    assert (provisioning / "datasources" / "parkwatch.yaml").is_file()
+    assert f"GF_PATHS_PROVISIONING={provisioning} " in output
+
+    # A second run in the same directory starts afresh: nothing of the first run's simulated
+    # time (the devices' retained goodbyes, an hour ahead) moves this run's clocks.
+    output, acked, written = await run_demo(
+        workdir, "--duration", "6", "--parks", "caohejing,lingang", "--no-faults"
+    )
+    assert written >= acked > 0
+    assert alerts(output, "firing") == alerts(output, "resolved") == set()
     today = column(output, "today kg CO2")
-    assert set(today) == {"caohejing", "lingang"}
     assert all(float(value.replace(",", "")) > 0 for value in today.values()), today
 
 
 @pytest.mark.servers
-def test_demo_runs_on_the_embedded_broker_where_mosquitto_is_missing(tmp_path: Path) -> None:
+async def test_demo_runs_on_the_embedded_broker_where_mosquitto_is_missing(
+    tmp_path: Path,
+) -> None:
     workdir = tmp_path / "demo"
-    _, acked, written = run_demo(
+    _, acked, written = await run_demo(
         workdir, "--duration", "5", "--embedded-broker", "--parks", "hongqiao"
     )
     assert written >= acked > 0
@@ -94,24 +146,6 @@ def column(output: str, header: str) -> dict[str, str]:
     return cells
 
 
-def test_the_live_view_shows_todays_green_kpis() -> None:
-    """Two closed minutes of one park: pv 8, export 1, load 20, import 14 kWh."""
-    view = LiveView(Collector(load_settings()))
-    start = round(datetime(2025, 6, 21, tzinfo=UTC).timestamp() * 1000)
-    view.observe(Point("lingang", "microgrid", "mg-01", start, {"pv_kw": 1.0}, "", 0))
-    for offset, fields in (
-        (0, {"pv_kwh": 6.0, "load_kwh": 12.0, "grid_import_kwh": 8.0, "grid_export_kwh": 1.0}),
-        (60_000, {"pv_kwh": 2.0, "load_kwh": 8.0, "grid_import_kwh": 6.0, "grid_export_kwh": 0.0}),
-    ):
-        view.observe_output(KpiRecord("lingang", "1m", start + offset, start + offset, fields))
-    console = Console(width=200, record=True)
-    console.print(view.table())
-    text = console.export_text()
-    assert column(text, "today self-suff. %") == {"lingang": f"{100 * 7 / 20:.1f}"}
-    assert column(text, "today tCO2/tce") == {"lingang": f"{14 * 0.55 / (20 * 0.1229):.2f}"}
-    assert column(text, "today kg CO2") == {"lingang": f"{14 * 0.55:.0f}"}
-
-
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of running processes that contain ``text`` (read from /proc)."""
     found = []
@@ -125,23 +159,21 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_the_live_view_caption_shows_the_collector_counts(tmp_path: Path) -> None:
-    collector = Collector(load_settings(None, spool={"directory": tmp_path / "spool"}))
-    metrics = collector.metrics
-    metrics.points_written.inc(41)
-    metrics.dead_letters.labels("invalid_json").inc(2)
-    metrics.unacked.set_function(lambda: 7)  # as the MQTT adapter reports it: a function
-    console = Console(width=120, record=True)
-    console.print(LiveView(collector).table())
-    assert "points written 41 · dead letters 2 · unacked 7" in console.export_text()
+def alerts(output: str, state: str) -> set[tuple[str, str]]:
+    """(alert name, where) of the rows in ``state`` in the last alerts table printed."""
+    tables = output.split("alerts (simulated time")
+    if len(tables) == 1:
+        return set()
+    rows = set()
+    for line in tables[-1].split("└", 1)[0].splitlines():
+        cells = [cell.strip() for cell in line.split("│")]
+        if len(cells) > 4 and cells[1] == state:
+            rows.add((cells[3].split(" (")[0], cells[4]))
+    return rows
 
 
-@pytest.mark.servers
-def test_the_demo_fault_scenario_fires_and_resolves_an_alert(tmp_path: Path) -> None:
-    # 600x: the charger fault (2-17 simulated minutes) fires and resolves in ~2 real seconds.
-    output, _, _ = run_demo(
-        tmp_path / "demo", "--speed", "600", "--duration", "5", "--parks", "lingang"
-    )
-    assert "alerts (simulated time)" in output
-    resolved = re.search(r"resolved .*ChargerFaulted .*lingang/cp-01#1", output)
-    assert resolved, output[-3000:]
+def influx_url(output: str) -> str:
+    """The demo's InfluxDB URL, from its first line."""
+    found = re.search(r"InfluxDB (http://\S+)", output)
+    assert found, output[:2000]
+    return found.group(1)
