@@ -19,7 +19,6 @@ USER parkwatch
 # Give secrets as environment variables or a mounted config file, never baked into the image.
 ENV PARKWATCH_SPOOL__DIRECTORY=/var/lib/parkwatch/spool \
     PARKWATCH_DEADLETTER__PATH=/var/lib/parkwatch/deadletter.jsonl \
-    PARKWATCH_STATE__DIRECTORY=/var/lib/parkwatch/state \
     PARKWATCH_MQTT__RETAINED_STATE_FILE=/var/lib/parkwatch/retained-seen.bin \
     PARKWATCH_STATE__DIRECTORY=/var/lib/parkwatch/state \
     PARKWATCH_HTTP__HOST=0.0.0.0
