@@ -190,16 +190,16 @@ async def test_tls_with_the_test_ca(
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        client.tls_set(ca_certs=str(tls.ca_file))
-        client.connect(mosquitto_tls.host, mosquitto_tls.port)
-        client.loop_start()
+        publisher = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        publisher.tls_set(ca_certs=str(tls.ca_file))
+        publisher.connect(mosquitto_tls.host, mosquitto_tls.port)
+        publisher.loop_start()
         try:
-            info = client.publish(f"{topic_prefix}/p/storage/b/telemetry", b"tls", qos=1)
+            info = publisher.publish(f"{topic_prefix}/p/storage/b/telemetry", b"tls", qos=1)
             await asyncio.to_thread(info.wait_for_publish, 10)
         finally:
-            client.disconnect()
-            client.loop_stop()
+            publisher.disconnect()
+            publisher.loop_stop()
         assert [m.payload for m in await take(inbox, 1)] == [b"tls"]
 
 
