@@ -111,8 +111,6 @@ class MqttConnection(asyncio.Protocol):
         self.keepalive = settings.keepalive_s
         self._last_in = self._last_out = clock()
         self._ping_sent: float | None = None
-        self.closed = asyncio.Event()
-        """Set once the connection is gone (after ``Receiver.lost``)."""
 
     @property
     def is_open(self) -> bool:
@@ -193,7 +191,8 @@ class MqttConnection(asyncio.Protocol):
             self._acks.append(encode_ack(PUBREC, packet_id))
 
     def _flush(self) -> None:
-        if self._acks and self._transport is not None:
+        if self._acks and self.is_open:
+            assert self._transport is not None
             self._transport.write(b"".join(self._acks))
             self._last_out = self._clock()
         self._acks.clear()
@@ -248,7 +247,7 @@ class MqttConnection(asyncio.Protocol):
     def _drain(self) -> None:
         receiver, parser = self._receiver, self._parser
         try:
-            while self._reading and self._transport is not None:
+            while self._reading and self.is_open:
                 publishes, packet = parser.parse(*receiver.budget())
                 if publishes:
                     receiver.take_in(publishes)
@@ -297,21 +296,26 @@ class MqttConnection(asyncio.Protocol):
         self._waiting.clear()
         if not self._abandoned:
             self._receiver.lost(reason, self._closing_code)
-        self.closed.set()
 
     # -- keepalive -----------------------------------------------------------------------------
 
     def keep_alive(self) -> None:
-        """Call about once a second: ping when idle, drop a broker that stopped answering."""
-        if self._transport is None or not self.keepalive:
+        """Call about once a second: ping when idle, drop a broker that stopped answering.
+
+        While the reading is off (the pipeline is full), the broker's answers wait unread: we
+        go on pinging every keepalive, so the broker keeps us, but judge nothing."""
+        if not self.is_open or not self.keepalive:
             return
+        assert self._transport is not None
         now = self._clock()
-        if self._ping_sent is not None:
-            if self._reading and now - self._ping_sent >= self.keepalive:
-                self._closing_reason = f"no answer to PINGREQ in {self.keepalive} s"
-                self._transport.abort()
+        if self._ping_sent is not None and now - self._ping_sent >= self.keepalive:
+            self._closing_reason = f"no answer to PINGREQ in {self.keepalive} s"
+            self._transport.abort()
             return
         idle_in = now - self._last_in if self._reading else 0.0
-        if max(idle_in, now - self._last_out) >= self.keepalive:
+        if now - self._last_out >= self.keepalive or (
+            idle_in >= self.keepalive and self._ping_sent is None
+        ):
             self._write(PINGREQ)
-            self._ping_sent = now
+            if self._reading and self._ping_sent is None:
+                self._ping_sent = now

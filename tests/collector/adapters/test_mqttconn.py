@@ -288,14 +288,18 @@ async def test_keepalive_pings_when_idle_and_drops_a_silent_broker(
     clock.now += keepalive
     connection.keep_alive()  # a second ping, not a verdict
     assert len(transport.packets()) == 2
-    # While the adapter keeps the reading off, the answer cannot be read: no verdict.
+    # While the adapter keeps the reading off, answers cannot be read: pings go on (so the
+    # broker keeps us), verdicts wait.
     connection.set_reading(False)
-    clock.now += 3 * keepalive
-    connection.keep_alive()
+    for _ in range(3):
+        clock.now += keepalive
+        connection.keep_alive()
     await asyncio.sleep(0)
     assert recorder.losses == []
+    assert [kind for kind, _, _ in transport.packets()] == [PINGREQ] * 5
     connection.set_reading(True)
-    connection.keep_alive()
+    clock.now += keepalive
+    connection.keep_alive()  # pings, now expecting the answer
     clock.now += keepalive
     connection.keep_alive()
     await asyncio.sleep(0)
