@@ -34,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 
 from collector.adapters.mqtt import MqttSource
-from collector.adapters.mqttwire import Publish
+from collector.adapters.mqttparser import Publish
 from collector.decode import Decoder
 from collector.messages import RawMessage
 from collector.metrics import Metrics

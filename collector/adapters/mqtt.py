@@ -1,12 +1,13 @@
 """MQTT ingest: subscribe, feed the pipeline's inbox, and ack only what the pipeline settles.
 
-The connection itself is one of two clients (``mqtt.client``): ``native`` (the default,
-``collector/adapters/mqttconn.py`` over ``mqttwire.py``, an asyncio Protocol that hands over each
-socket read's messages in one call and writes a batch of acks at once) or ``paho``
-(``collector/adapters/mqttpaho.py``, paho-mqtt 2.x with ``manual_ack``). Why a client of our
-own: ``mqttwire.py``'s docstring. Everything else is here, the same for both: acks in arrival
-order and only once a message is safe (``collector/acks.py``), the reconnect loop, flow
-control, retained messages, take-over back-off, the ack barrier at shutdown.
+The connection itself is one of two clients (``mqtt.client``): ``native``, the default
+(``collector/adapters/mqttconn.py``, an asyncio Protocol over ``mqttwire.py`` and
+``mqttparser.py`` that hands over each socket read's messages in one call and writes a batch of
+acks at once), or ``paho`` (``collector/adapters/mqttpaho.py``, paho-mqtt 2.x with
+``manual_ack``). Why a client of our own: ``mqttwire.py``'s docstring. Everything else is here,
+the same for both: acks in arrival order and only once a message is safe
+(``collector/acks.py``), the reconnect loop, flow control, retained messages, take-over
+back-off, the ack barrier at shutdown.
 
 Flow control: the broker may have ``receive_maximum`` unacked messages in flight to us (MQTT 5).
 We stop taking messages (and reading the socket) when the pipeline's inbox is full, when
@@ -38,7 +39,8 @@ from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_expo
 from collector.acks import AckTracker
 from collector.adapters.mqttconn import MqttConnection
 from collector.adapters.mqttpaho import BufferedClient, PahoConnection
-from collector.adapters.mqttwire import ConnAck, Publish, reason_name
+from collector.adapters.mqttparser import ConnAck, Publish
+from collector.adapters.mqttwire import reason_name
 from collector.adapters.takeover import TakeoverGuard
 from collector.messages import RawMessage
 from collector.metrics import Metrics

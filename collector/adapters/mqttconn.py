@@ -1,4 +1,5 @@
-"""One MQTT connection of the native client: an asyncio ``Protocol`` over ``mqttwire``.
+"""One MQTT connection of the native client: an asyncio ``Protocol`` over ``mqttwire`` (what we
+send) and ``mqttparser`` (what the broker sends).
 
 The MQTT adapter (``collector/adapters/mqtt.py``) owns the delivery logic; this module moves
 packets. It connects (TCP or TLS), sends CONNECT and waits for CONNACK, subscribes, answers the
@@ -22,6 +23,17 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
+from collector.adapters.mqttparser import (
+    ConnAck,
+    Disconnect,
+    Packet,
+    Parser,
+    PingResp,
+    Publish,
+    PubRel,
+    SubAck,
+    UnsubAck,
+)
 from collector.adapters.mqttwire import (
     MQTT_5,
     MQTT_311,
@@ -29,16 +41,7 @@ from collector.adapters.mqttwire import (
     PUBACK,
     PUBCOMP,
     PUBREC,
-    ConnAck,
-    Disconnect,
-    Packet,
-    Parser,
-    PingResp,
     ProtocolError,
-    Publish,
-    PubRel,
-    SubAck,
-    UnsubAck,
     encode_ack,
     encode_connect,
     encode_disconnect,

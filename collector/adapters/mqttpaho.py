@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from collector.adapters.mqttconn import Receiver
-from collector.adapters.mqttwire import ConnAck
+from collector.adapters.mqttparser import ConnAck
 from parkwatch.errors import SourceError
 from parkwatch.settings import MqttSettings
 

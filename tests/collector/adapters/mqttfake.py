@@ -1,6 +1,7 @@
-"""A scripted fake MQTT broker for the native client's unit tests, and a decoder of the packets a
-client sends (written apart from ``collector/adapters/mqttwire.py``, so round trips check one
-implementation against another).
+"""A scripted fake MQTT broker for the native client's unit tests: encoders of the packets a broker
+sends and a decoder of those a client sends (written apart from ``collector/adapters/mqttwire.py``
+and ``mqttparser.py``, so round trips check one implementation against another; only the
+property encoder, a table of the standard, is shared).
 
 Mosquitto cannot be made to send what these tests need (a DISCONNECT 0x8E, a topic alias, a
 QoS 2 delivery to a QoS 1 subscription, a server keep alive, garbage); everything else is tested
@@ -15,6 +16,80 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from collector.adapters.mqttwire import MQTT_5, Properties, encode_properties
+
+# -- what a broker sends, encoded (read by collector/adapters/mqttparser.py) ---------------------
+
+CONNACK, PUBLISH, SUBACK, UNSUBACK = 2, 3, 9, 11
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        out.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _pack_string(data: bytes) -> bytes:
+    return struct.pack(">H", len(data)) + data
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + _varint(len(body)) + body
+
+
+def encode_connack(
+    reason_code: int = 0,
+    *,
+    version: int,
+    session_present: bool = False,
+    properties: Properties | None = None,
+) -> bytes:
+    """CONNACK (for 3.1.1, ``reason_code`` is the return code 0-5)."""
+    body = bytes((1 if session_present else 0, reason_code))
+    if version == MQTT_5:
+        body += encode_properties(properties or {})
+    return _packet(CONNACK << 4, body)
+
+
+def encode_suback(packet_id: int, codes: list[int], *, version: int) -> bytes:
+    """SUBACK with one granted QoS or failure code per filter."""
+    props = encode_properties({}) if version == MQTT_5 else b""
+    return _packet(SUBACK << 4, struct.pack(">H", packet_id) + props + bytes(codes))
+
+
+def encode_unsuback(packet_id: int, codes: list[int], *, version: int) -> bytes:
+    """UNSUBACK (3.1.1 has no codes)."""
+    if version != MQTT_5:
+        return _packet(UNSUBACK << 4, struct.pack(">H", packet_id))
+    body = struct.pack(">H", packet_id) + encode_properties({}) + bytes(codes)
+    return _packet(UNSUBACK << 4, body)
+
+
+def encode_publish(
+    topic: str | bytes,
+    payload: bytes,
+    *,
+    version: int,
+    qos: int = 0,
+    packet_id: int = 0,
+    retain: bool = False,
+    dup: bool = False,
+    properties: Properties | None = None,
+) -> bytes:
+    """PUBLISH as a broker sends it."""
+    name = topic.encode() if isinstance(topic, str) else topic
+    body = _pack_string(name) + (struct.pack(">H", packet_id) if qos else b"")
+    if version == MQTT_5:
+        body += encode_properties(properties or {})
+    first = PUBLISH << 4 | (0x08 if dup else 0) | qos << 1 | (1 if retain else 0)
+    return _packet(first, body + payload)
+
+
+# -- what a client sends, decoded ---------------------------------------------------------------
 
 RawPacket = tuple[int, int, bytes]
 """(packet type, flags, body) of a packet as framed by its fixed header."""

@@ -16,17 +16,8 @@ import pytest
 from collector.adapters import mqtt
 from collector.adapters.mqtt import MqttSource
 from collector.adapters.mqttconn import MqttConnection
-from collector.adapters.mqttwire import (
-    MQTT_5,
-    PUBREL,
-    Publish,
-    encode_ack,
-    encode_connack,
-    encode_disconnect,
-    encode_publish,
-    encode_suback,
-    encode_unsuback,
-)
+from collector.adapters.mqttparser import Publish
+from collector.adapters.mqttwire import MQTT_5, PUBREL, encode_ack, encode_disconnect
 from collector.messages import RawMessage
 from collector.metrics import Metrics
 from parkwatch.errors import SourceError
@@ -37,6 +28,10 @@ from tests.collector.adapters.mqttfake import (
     decode_connect,
     decode_subscribe,
     decode_unsubscribe,
+    encode_connack,
+    encode_publish,
+    encode_suback,
+    encode_unsuback,
     frame,
 )
 from tests.helpers import metric_value, until
