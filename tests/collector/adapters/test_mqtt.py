@@ -203,6 +203,28 @@ async def test_tls_with_the_test_ca(
         assert [m.payload for m in await take(inbox, 1)] == [b"tls"]
 
 
+async def test_tls_with_a_client_certificate_and_no_host_name_check(
+    mosquitto_tls: Mosquitto, topic_prefix: str, client: str
+) -> None:
+    """mqtt.cert_file/key_file are presented (this broker does not ask for one, so only the
+    loading and the handshake are checked) and tls_insecure turns the host name check off."""
+    tls = mosquitto_tls.tls
+    assert tls is not None
+    settings = settings_for(
+        mosquitto_tls,
+        topic_prefix,
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
+        tls_insecure=True,
+        client=client,
+    )
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
+    source = MqttSource(settings, inbox, Metrics())
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed over TLS with a certificate")
+
+
 # paho-mqtt does not close its socket when the TLS handshake fails; the leak is paho's and is
 # collected here so that its ResourceWarning cannot surface in a later test.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,12 +16,13 @@ import pytest
 
 from collector.adapters import mqtt
 from collector.adapters.mqtt import MqttSource
-from collector.adapters.mqttconn import MqttConnection
+from collector.adapters.mqttconn import MqttConnection, tls_context
 from collector.adapters.mqttparser import Publish
 from collector.adapters.mqttwire import MQTT_5, PUBREL, encode_ack, encode_disconnect
 from collector.messages import RawMessage
 from collector.metrics import Metrics
 from parkwatch.errors import SourceError
+from parkwatch.localservers import make_tls_files
 from parkwatch.settings import MqttSettings
 from tests.collector.adapters.mqttfake import (
     FakeBroker,
@@ -299,6 +301,25 @@ async def test_keepalive_pings_when_idle_and_drops_a_silent_broker(
     connection.keep_alive()
     await asyncio.sleep(0)
     assert recorder.losses == [(f"no answer to PINGREQ in {keepalive} s", None)]
+
+
+def test_the_tls_context_verifies_the_broker_and_can_skip_only_the_host_name(
+    tmp_path: Any,
+) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    strict = tls_context(settings(url="mqtts://broker:8883", ca_file=tls.ca_file))
+    assert (strict.verify_mode, strict.check_hostname) == (ssl.CERT_REQUIRED, True)
+    insecure = tls_context(
+        settings(
+            url="mqtts://broker:8883",
+            ca_file=tls.ca_file,
+            cert_file=tls.cert_file,
+            key_file=tls.key_file,
+            tls_insecure=True,
+        )
+    )
+    # Like paho's tls_insecure_set: the certificate is still verified, the name is not.
+    assert (insecure.verify_mode, insecure.check_hostname) == (ssl.CERT_REQUIRED, False)
 
 
 # -- through the adapter, against a scripted fake broker -----------------------------------------
