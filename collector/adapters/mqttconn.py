@@ -280,9 +280,10 @@ class MqttConnection(asyncio.Protocol):
         else:
             key = (type(packet), 0 if isinstance(packet, ConnAck) else packet.packet_id)
             future = self._waiting.pop(key, None)
-            if future is None or future.done():
+            if future is None:
                 raise ProtocolError(f"unexpected {type(packet).__name__}", 0x82)
-            future.set_result(packet)
+            if not future.done():  # else: we stopped waiting (a timeout); it came late
+                future.set_result(packet)
 
     def eof_received(self) -> bool:
         """asyncio: the broker closed its side; close ours."""
