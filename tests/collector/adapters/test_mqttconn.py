@@ -204,6 +204,25 @@ async def test_a_packet_sent_after_acks_follows_them(
     await asyncio.wait_for(barrier, 1)
 
 
+async def test_an_answer_that_comes_after_we_stopped_waiting_is_no_protocol_error(
+    wired: tuple[MqttConnection, RecordingTransport, Recorder],
+) -> None:
+    """The shutdown barrier waits for its UNSUBACK a bounded time; a late one is harmless."""
+    connection, transport, recorder = wired
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(connection.unsubscribe(["$barrier"]), 0.01)
+    packet_id, _ = decode_unsubscribe(transport.packets()[-1][2], 5)
+    connection.data_received(encode_unsuback(packet_id, [0x11], version=MQTT_5))
+    await asyncio.sleep(0)
+    assert connection.is_open
+    assert recorder.losses == []
+    # An answer to nothing we ever asked is one.
+    connection.data_received(encode_unsuback(packet_id + 1, [0x11], version=MQTT_5))
+    await asyncio.sleep(0)
+    assert [kind for kind, _, _ in transport.packets()] == [UNSUBSCRIBE, DISCONNECT]
+    assert recorder.losses == [("protocol error: unexpected UnsubAck", None)]
+
+
 async def test_publishes_beyond_the_budget_wait_and_come_after_resume_without_new_bytes(
     wired: tuple[MqttConnection, RecordingTransport, Recorder],
 ) -> None:
