@@ -182,13 +182,24 @@ def _split(bench: Bench, tag: str, collectors: int) -> list[tuple[str, list[str]
 
 
 def drain_parkwatch(
-    bench: Bench, tag: str, count: int, *, collectors: int = 1, profiler: PySpy | None = None
+    bench: Bench,
+    tag: str,
+    count: int,
+    *,
+    collectors: int = 1,
+    profiler: PySpy | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, float]:
-    """``collectors`` x ``parkwatch run`` drain one fresh backlog; the clock includes startup."""
+    """``collectors`` x ``parkwatch run`` drain one fresh backlog; the clock includes startup.
+
+    ``env``: extra ``PARKWATCH_*`` settings for every collector (e.g. the MQTT client)."""
     database = _database(tag)
     split = _split(bench, tag, collectors)
     bench.fresh_backlog(tag, count, {client_id: filters for client_id, filters, _ in split})
-    procs = [_collector(bench, tag, database, client_id, env) for client_id, _, env in split]
+    procs = [
+        _collector(bench, tag, database, client_id, {**split_env, **(env or {})})
+        for client_id, _, split_env in split
+    ]
     try:
         return _time_drain(bench, procs, count, database, profiler)
     finally:

@@ -11,7 +11,9 @@ each round measures (``bench.contenders``):
    start until every message is received and acked, i.e. written: startup included), and a naive
    writer (one HTTP POST per message, ack after the write; a smaller backlog by default, since it
    takes ~1 ms a message and its rate does not depend on the backlog's size). The parkwatch drain
-   also gives memory: VmHWM/VmRSS once every device of the backlog has reported.
+   also gives memory: VmHWM/VmRSS once every device of the backlog has reported. ``parkwatch``
+   runs the default MQTT client (``mqtt.client = native``); ``parkwatch_paho`` the same collector
+   with paho-mqtt, so the two clients are compared in one run.
 2. **Scale-out.** Two ``parkwatch run`` splitting the parks (``mqtt.parks``/``mqtt.partition`` when
    the settings have them, else a shared subscription, ``mqtt.shared_group``) drain the same
    backlog: the ratio against one collector.
@@ -70,7 +72,9 @@ from parkwatch.settings import MqttSettings
 
 __all__ = ["CONTENDERS", "QUICK", "Options", "main", "run"]
 
-CONTENDERS: Final = ("gmqtt", "paho", "parkwatch", "naive", "parkwatch_x2")
+CONTENDERS: Final = ("gmqtt", "paho", "parkwatch", "parkwatch_paho", "naive", "parkwatch_x2")
+PAHO_CLIENT: Final = {"PARKWATCH_MQTT__CLIENT": "paho"}
+"""``parkwatch_paho``: the same collector with ``mqtt.client = paho``, against the default."""
 TARGETS: Final = {"parkwatch_vs_gmqtt": 0.5, "parkwatch_vs_naive": 30.0}
 FAILURES: Final = (RuntimeError, ServerError, OSError, ValueError, subprocess.SubprocessError)
 """What a failing measurement raises: it is recorded, and the run goes on with the others."""
@@ -119,6 +123,9 @@ def _runners(o: Options) -> dict[str, Callable[[Bench, str], dict[str, float]]]:
         "paho": lambda bench, tag: drain_subscriber(bench, tag, "paho", o.messages),
         "naive": lambda bench, tag: drain_subscriber(bench, tag, "naive", o.naive_messages),
         "parkwatch": lambda bench, tag: drain_parkwatch(bench, tag, o.messages),
+        "parkwatch_paho": lambda bench, tag: drain_parkwatch(
+            bench, tag, o.messages, env=PAHO_CLIENT
+        ),
         "parkwatch_x2": lambda bench, tag: drain_parkwatch(bench, tag, o.messages, collectors=2),
     }
 
@@ -130,6 +137,7 @@ def _ratios(figures: dict[str, dict[str, float]]) -> dict[str, float]:
         "parkwatch_vs_gmqtt": ("parkwatch", "gmqtt"),
         "parkwatch_vs_naive": ("parkwatch", "naive"),
         "parkwatch_vs_paho": ("parkwatch", "paho"),
+        "native_vs_paho_client": ("parkwatch", "parkwatch_paho"),
         "two_vs_one_collector": ("parkwatch_x2", "parkwatch"),
     }
     return {key: rate[a] / rate[b] for key, (a, b) in pairs.items() if a in rate and b in rate}

@@ -91,6 +91,7 @@ def table(result: Mapping[str, Any]) -> str:
         _rate_row(result, "bare gmqtt subscriber (the limit)", "gmqtt"),
         _rate_row(result, "bare paho-mqtt subscriber", "paho"),
         _rate_row(result, "parkwatch run (startup included)", "parkwatch"),
+        _rate_row(result, "parkwatch run, mqtt.client = paho", "parkwatch_paho"),
         _rate_row(result, "naive per-message writer", "naive"),
         _rate_row(result, f"two parkwatch ({result['scale_out']['mode']})", "parkwatch_x2"),
     ]

@@ -34,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 
 from collector.adapters.mqtt import MqttSource
+from collector.adapters.mqttparser import Publish
 from collector.decode import Decoder
 from collector.messages import RawMessage
 from collector.metrics import Metrics
@@ -316,10 +317,11 @@ EMITTED: dict[str, float] = {}
 class _StampingSource(MqttSource):
     """Notes when each trigger message reaches the MQTT client (before the inbox)."""
 
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if b"Faulted" in message.payload:
-            RECEIVED[message.topic.split("/")[3]] = time.perf_counter()
-        super()._on_message(client, userdata, message)
+    def take_in(self, publishes: list[Publish]) -> None:
+        for topic, payload, *_ in publishes:
+            if b"Faulted" in payload:
+                RECEIVED[topic.decode().split("/")[3]] = time.perf_counter()
+        super().take_in(publishes)
 
 
 def _paced_publisher(

@@ -2,7 +2,7 @@
 
 ::
 
-    MQTT (collector/adapters/mqtt.py: paho, manual acks)
+    MQTT (collector/adapters/mqtt.py: parkwatch's asyncio client or paho, manual acks)
       -> inbox    [raw messages; full: the MQTT reader pauses, the broker holds QoS 1 messages]
       -> collector/decode.py   where a message becomes a point
            -- bad input --> dead [full: decoder blocks] -> collector/deadletter.py -> ack

@@ -110,6 +110,10 @@ class MqttSettings(_Section):
         description="Fixed, so the broker keeps our persistent session across restarts.",
     )
     protocol: Literal["5", "3.1.1"] = "5"
+    client: Literal["native", "paho"] = Field(
+        default="native",
+        description="MQTT client: parkwatch's own asyncio client, or paho-mqtt (for comparison).",
+    )
     topic_prefix: str = "parks"
     shared_group: str | None = Field(
         default=None, description="Subscribe as $share/<group>/... to spread load over collectors."

@@ -1,25 +1,27 @@
-"""MQTT ingest: paho-mqtt 2.x driven by the asyncio loop, acking only what the pipeline settles.
+"""MQTT ingest: subscribe, feed the pipeline's inbox, and ack only what the pipeline settles.
 
-Why paho and not aiomqtt: aiomqtt acks every QoS 1 message as soon as paho hands it over, and its
-bounded queue drops messages after that ack. paho's ``manual_ack`` lets us send each PUBACK only
-once the message is safe (written, spooled or dead-lettered). The socket is driven the way
-aiomqtt drives it (``add_reader``/``add_writer`` on the loop, ``loop_misc`` once a second).
+The connection itself is one of two clients (``mqtt.client``): ``native``, the default
+(``collector/adapters/mqttconn.py``, an asyncio Protocol over ``mqttwire.py`` and
+``mqttparser.py`` that hands over each socket read's messages in one call and writes a batch of
+acks at once), or ``paho`` (``collector/adapters/mqttpaho.py``, paho-mqtt 2.x with
+``manual_ack``). Why a client of our own: ``mqttwire.py``'s docstring. Everything else is here,
+the same for both: acks in arrival order and only once a message is safe
+(``collector/acks.py``), the reconnect loop, flow control, retained messages, take-over
+back-off, the ack barrier at shutdown.
 
 Flow control: the broker may have ``receive_maximum`` unacked messages in flight to us (MQTT 5).
-We stop reading the socket when the pipeline's inbox is full, when ``receive_maximum`` messages
-are unacked (brokers do not all keep to the number once acks flow: Mosquitto 2.0.11 sent 47
-unacked for 20, and MQTT 3.1.1 cannot announce it), and when the payload bytes received and not
-yet settled exceed ``max_inflight_bytes``. TCP back-pressure then keeps further messages at the
-broker, which holds them in our persistent session. Nothing is dropped here. A payload over the
-decoder's limit (it will be dead-lettered as too large) is cut to the part a dead letter keeps as
-soon as it arrives, so a backlog of huge payloads costs memory for one at a time.
+We stop taking messages (and reading the socket) when the pipeline's inbox is full, when
+``receive_maximum`` messages are unacked (brokers do not all keep to the number once acks flow:
+Mosquitto 2.0.11 sent 47 unacked for 20, and MQTT 3.1.1 cannot announce it), and when the
+payload bytes received and not yet settled exceed ``max_inflight_bytes``. TCP back-pressure then
+keeps further messages at the broker, which holds them in our persistent session. Nothing is
+dropped here. A payload over the decoder's limit (it will be dead-lettered as too large) is cut
+to the part a dead letter keeps as soon as it arrives, so a backlog of huge payloads costs
+memory for one at a time.
 
 Retained messages (RETAIN flag: sent again on every subscription) are state, not events: one
 already handled is acked and skipped (``collector/retained.py``). Two collectors fighting over one
 client id back off (``collector/adapters/takeover.py``).
-
-``BufferedClient`` replaces paho's byte-at-a-time socket reads with one 64 KiB read served from a
-buffer (``bench/ingest.py`` measures it against stock paho).
 """
 
 from __future__ import annotations
@@ -27,20 +29,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final, Protocol
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
 
 from collector.acks import AckTracker
+from collector.adapters.mqttconn import MqttConnection
+from collector.adapters.mqttpaho import BufferedClient, PahoConnection
+from collector.adapters.mqttparser import ConnAck, Publish
+from collector.adapters.mqttwire import reason_name
 from collector.adapters.takeover import TakeoverGuard
 from collector.messages import RawMessage
 from collector.metrics import Metrics
@@ -48,42 +48,49 @@ from collector.retained import RetainedFilter, RetainedKey, RetainedLedger
 from parkwatch.errors import SourceError
 from parkwatch.settings import MqttSettings
 
-__all__ = ["BufferedClient", "MqttSource"]
+__all__ = ["BufferedClient", "Link", "MqttSource"]
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK: Final = 65536
 CONNECT_TIMEOUT_S: Final = 10.0
 MISC_INTERVAL_S: Final = 1.0
 BARRIER_TIMEOUT_S: Final = 5.0
+CLOSE_TIMEOUT_S: Final = 5.0
 BARRIER_FILTER: Final = "$parkwatch/ack-barrier"
 """Unsubscribed from at shutdown, never subscribed to: its UNSUBACK shows our acks arrived."""
+UNLIMITED: Final = (1 << 30, 1 << 62)
 
 
-class BufferedClient(paho.Client):
-    """paho Client whose socket reads fill a buffer in large chunks."""
+class Link(Protocol):
+    """One connection to the broker, as both clients provide it."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.read_buffer = bytearray()
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is up (until the receiver hears it was lost)."""
 
-    def _sock_recv(self, bufsize: int) -> bytes:
-        buffer = self.read_buffer
-        if not buffer:
-            data = super()._sock_recv(READ_CHUNK)
-            if not data:
-                return data  # EOF: paho treats it as connection lost
-            buffer += data
-        chunk = bytes(buffer[:bufsize])
-        del buffer[:bufsize]
-        return chunk
+    async def open(self) -> ConnAck:
+        """Connect and await CONNACK; ``SourceError`` if refused."""
 
-    def buffered(self) -> bool:
-        """Whether bytes are waiting in the buffer (or in the TLS layer)."""
-        if self.read_buffer:
-            return True
-        sock = self.socket()
-        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+    async def subscribe(self, filters: list[str]) -> list[int]:
+        """SUBSCRIBE at QoS 1; a reason code per filter."""
+
+    async def unsubscribe(self, filters: list[str]) -> None:
+        """UNSUBSCRIBE and await UNSUBACK."""
+
+    def set_reading(self, on: bool) -> None:
+        """Read the socket or not."""
+
+    def ack(self, packet_id: int, qos: int) -> None:
+        """Send the PUBACK (or PUBREC) of a message."""
+
+    def disconnect(self, reason_code: int = 0) -> None:
+        """Send DISCONNECT; the broker then closes the connection."""
+
+    def abort(self) -> None:
+        """Give the connection up at once, without reporting it lost."""
+
+    def keep_alive(self) -> None:
+        """Housekeeping, about once a second: keepalive pings."""
 
 
 class MqttSource:
@@ -105,8 +112,8 @@ class MqttSource:
         self._inbox = inbox
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._client = self._make_client(buffered)
+        self._buffered = buffered  # paho only: BufferedClient or stock paho (bench.ingest)
+        self._link: Link | None = None
         self.tracker = AckTracker(self._send_ack)
         # Payloads over max_payload_bytes are cut to oversize_keep_bytes on arrival.
         self._max_payload = max_payload_bytes
@@ -122,53 +129,14 @@ class MqttSource:
         self._session_up = False  # CONNACK received on the current connection
         self._overflow: deque[RawMessage] = deque()
         self._overflow_ready = asyncio.Event()
-        self._fd: int | None = None
-        self._reading = False
+        self._reading = False  # whether the current link reads its socket
         self._paused = False
-        self._ready: asyncio.Future[None] | None = None
         self._disconnected = asyncio.Event()
         self.connected = connected or asyncio.Event()
         self._stopping = False
-        self._barrier: tuple[int, asyncio.Future[None]] | None = None
         metrics.unacked.set_function(lambda: self.tracker.in_flight)
         metrics.oldest_unacked.set_function(self.tracker.oldest_age)
         metrics.inflight_bytes.set_function(lambda: self._held_bytes)
-
-    # -- client set-up -----------------------------------------------------------------------
-
-    def _make_client(self, buffered: bool) -> paho.Client:
-        s = self._settings
-        v5 = s.protocol == "5"
-        factory = BufferedClient if buffered else paho.Client
-        client = factory(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if v5 else False,
-            manual_ack=True,
-            reconnect_on_failure=False,
-        )
-        client.connect_timeout = CONNECT_TIMEOUT_S
-        credentials = s.credentials()
-        if credentials is not None:
-            client.username_pw_set(*credentials)
-        if s.tls:
-            client.tls_set(
-                ca_certs=str(s.ca_file) if s.ca_file else None,
-                certfile=str(s.cert_file) if s.cert_file else None,
-                keyfile=str(s.key_file) if s.key_file else None,
-            )
-            client.tls_insecure_set(s.tls_insecure)
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_unsubscribe = self._on_unsubscribe
-        return client
 
     @property
     def subscriptions(self) -> list[str]:
@@ -185,184 +153,73 @@ class MqttSource:
         """The topic filters, for messages."""
         return ", ".join(self.subscriptions)
 
-    # -- socket plumbing (paho calls these; connect() calls some from a worker thread) --------
+    def _new_link(self) -> Link:
+        if self._settings.client == "paho":
+            return PahoConnection(self._settings, self, buffered=self._buffered)
+        return MqttConnection(
+            self._settings, self, payload_limit=self._max_payload, keep=self._oversize_keep
+        )
 
-    def _in_loop(self, func: Any, *args: Any) -> None:
-        if threading.get_ident() == self._loop_thread:
-            func(*args)
-        else:
-            self._loop.call_soon_threadsafe(func, *args)
+    # -- what the link delivers (collector.adapters.mqttconn.Receiver) --------------------------
 
-    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._attach, sock.fileno())
+    def budget(self) -> tuple[int, int]:
+        """Messages and payload bytes we may take in now; (0, -1) when we may not read."""
+        if self._stopping:
+            return UNLIMITED  # read on, ignoring messages: see disconnect()
+        if not self._may_read():
+            return 0, -1
+        count = self._settings.receive_maximum - self.tracker.in_flight
+        inbox = self._inbox
+        if inbox.maxsize > 0:
+            # One more than fits goes to the overflow, which stops the reading until the pump
+            # has moved it in (the pump is what notices the room).
+            count = min(count, inbox.maxsize - inbox.qsize() + 1)
+        return count, self._settings.max_inflight_bytes - self._held_bytes
 
-    def _attach(self, fd: int) -> None:
-        if isinstance(self._client, BufferedClient):
-            self._client.read_buffer.clear()
-        self._fd = fd
-        self._reading = False
+    def take_in(self, publishes: list[Publish]) -> None:
+        """Messages as they arrived: each gets a ticket and goes into the inbox."""
+        if self._stopping:
+            return  # left unacked: the broker redelivers them to the next session
+        self._metrics.received.inc(len(publishes))
+        now = time.time()
+        tracker, retained_filter = self.tracker, self._retained
+        for publish in publishes:
+            topic, payload, packet_id, qos, retain, _ = publish
+            # Never raise into the link: one odd message must not break the connection. Once a
+            # ticket is registered, every path settles or fails it: an open ticket would hold
+            # back every later ack (acks go out in order).
+            ticket: int | None = None
+            try:
+                if retain:
+                    retained = retained_filter.replayed(topic, payload)
+                    if retained is None:  # a state we already know
+                        tracker.settle(tracker.received(packet_id, qos))
+                        continue
+                else:
+                    retained = retained_filter.live(topic, payload)
+                ticket = tracker.received(packet_id, qos)
+                self._enqueue(publish, now, ticket, retained)
+            except Exception:
+                log.exception("failed to take in a message on %r", topic[:100])
+                if ticket is not None:
+                    self._give_up(ticket)
         self._update_reading()
 
-    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._detach, self._fd)
-
-    def _detach(self, fd: int | None) -> None:
-        if fd is not None:
-            self._loop.remove_reader(fd)
-            self._loop.remove_writer(fd)
-        if fd == self._fd:
-            self._fd = None
-            self._reading = False
-
-    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._add_writer, sock.fileno())
-
-    def _add_writer(self, fd: int) -> None:
-        self._loop.add_writer(fd, self._writable)
-
-    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._loop.remove_writer, sock.fileno())
-
-    def _writable(self) -> None:
-        self._client.loop_write()
-
-    def _update_reading(self) -> None:
-        """Read the socket if ``_may_read``, else stop: the broker keeps what we do not read."""
-        self._set_reading(self._may_read())
-
-    def _set_reading(self, on: bool) -> None:
-        if self._fd is None or on == self._reading:
-            return
-        if on:
-            self._loop.add_reader(self._fd, self._readable)
-            client = self._client
-            if isinstance(client, BufferedClient) and client.buffered():
-                # Bytes already buffered will not make the socket readable again.
-                self._loop.call_soon(self._readable)
-        else:
-            self._loop.remove_reader(self._fd)
-        self._reading = on
-
-    def _readable(self) -> None:
-        client = self._client
-        buffered = isinstance(client, BufferedClient)
-        # loop_read handles one packet; keep going while bytes are buffered, unless the inbox
-        # filled up or too many bytes are held (then _on_message paused us, and the pump or
-        # settle resumes us).
-        while self._reading:
-            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return
-            if not (buffered and client.buffered()):  # type: ignore[attr-defined]
-                return
-
-    # -- paho callbacks (run on the loop thread, inside loop_read) -----------------------------
-
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
+    def _enqueue(
+        self, publish: Publish, now: float, ticket: int, retained: RetainedKey | None
     ) -> None:
-        if reason.is_failure:
-            self._fail(SourceError(f"broker refused connection: {reason}"))
-            return
-        self._session_up = True
-        self._guard.connected()
-        log.log(
-            logging.DEBUG if self._guard.strikes else logging.INFO,  # quiet while flapping
-            "connected to %s (session present: %s)",
-            self._settings.redacted_url(),
-            flags.session_present,
-        )
-        client.subscribe([(topic, 1) for topic in self.subscriptions])
-
-    def _on_subscribe(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        if any(reason.is_failure for reason in reasons):
-            self._fail(SourceError(f"subscription to {self.subscription} refused: {reasons}"))
-            return
-        self.connected.set()
-        self._metrics.mqtt_connected.set(1)
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_result(None)
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self._in_loop(self._mark_disconnected, str(reason), getattr(reason, "value", None))
-
-    def _mark_disconnected(self, reason: str, code: int | None) -> None:
-        # A connection attempt that failed before CONNACK is reported through _ready; one the
-        # broker had accepted (even if not yet subscribed: a takeover can strike then) here.
-        self._disconnect_code = code
-        was_up = self._session_up
-        self._session_up = False
-        self.connected.clear()
-        self._metrics.mqtt_connected.set(0)
-        self._fail(SourceError(f"disconnected: {reason}"))
-        if was_up or self._stopping:
-            self._disconnected.set()
-
-    def _fail(self, error: SourceError) -> None:
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(error)
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if self._stopping:
-            return  # left unacked: the broker redelivers it to the next session
-        # Never raise into paho: one odd message must not break the connection. Once a ticket
-        # is registered, every path settles or fails it: an open ticket would hold back every
-        # later ack (acks go out in order).
-        ticket: int | None = None
+        topic, payload, _, _, _, size = publish
         try:
-            self._metrics.received.inc()
-            payload = bytes(message.payload)
-            if message.retain:
-                retained = self._retained.replayed(message._topic, payload)
-                if retained is None:  # a state we already know
-                    self.tracker.settle(self.tracker.received(message.mid, message.qos))
-                    return
-            else:
-                retained = self._retained.live(message._topic, payload)
-            ticket = self.tracker.received(message.mid, message.qos)
-            self._take_in(message, payload, ticket, retained)
-        except Exception:
-            log.exception("failed to take in a message on %r", message._topic[:100])
-            if ticket is not None:
-                self._give_up(ticket)
-
-    def _take_in(
-        self,
-        message: paho.MQTTMessage,
-        payload: bytes,
-        ticket: int,
-        retained: RetainedKey | None,
-    ) -> None:
-        try:
-            topic = message.topic
+            text = topic.decode()
         except UnicodeDecodeError:
-            topic = message._topic.decode("utf-8", "replace")  # invalid UTF-8
-        size = len(payload)
+            text = topic.decode("utf-8", "replace")  # invalid UTF-8: the decoder refuses it
         if self._max_payload is not None and size > self._max_payload:
-            # Will be dead-lettered as too large: keep only what the dead letter stores, so the
-            # whole payload is freed when paho drops the packet, not when the record is written.
-            raw = RawMessage(topic, payload[: self._oversize_keep], time.time(), ticket, size)
+            # Will be dead-lettered as too large: keep only what the dead letter stores (the
+            # native client cut it already while parsing).
+            raw = RawMessage(text, payload[: self._oversize_keep], now, ticket, size)
         else:
-            raw = RawMessage(topic, payload, time.time(), ticket)
-        held = len(raw.payload) + len(topic)
+            raw = RawMessage(text, payload, now, ticket)
+        held = len(raw.payload) + len(text)
         self._held[ticket] = held
         self._held_bytes += held
         if retained is not None:
@@ -372,7 +229,20 @@ class MqttSource:
         except asyncio.QueueFull:
             self._overflow.append(raw)
             self._overflow_ready.set()
-        self._update_reading()
+
+    def lost(self, reason: str, code: int | None) -> None:
+        """The connection is gone (``code``: the broker's DISCONNECT reason, if it sent one)."""
+        # A connection attempt that failed before CONNACK is reported by connect_once; one the
+        # broker had accepted (even if not yet subscribed: a takeover can strike then) here.
+        self._disconnect_code = code
+        was_up = self._session_up
+        self._session_up = False
+        self._reading = False
+        self.connected.clear()
+        self._metrics.mqtt_connected.set(0)
+        log.debug("disconnected: %s", reason)
+        if was_up or self._stopping:
+            self._disconnected.set()
 
     def _give_up(self, ticket: int) -> None:
         """A message we failed to take in: unacked (redelivered on the next connection), but
@@ -382,20 +252,11 @@ class MqttSource:
         self._retained.forget(ticket)
         self.tracker.fail(ticket)
 
-    def _on_unsubscribe(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        barrier = self._barrier
-        if barrier is not None and barrier[0] == mid and not barrier[1].done():
-            barrier[1].set_result(None)
+    # -- acks and flow control -------------------------------------------------------------
 
     def _send_ack(self, mid: int, qos: int) -> None:
-        self._client.ack(mid, qos)
+        if self._link is not None:
+            self._link.ack(mid, qos)
 
     def _settle_acks(self, tickets: Iterable[int]) -> None:
         self.tracker.settle_many(tickets)  # looked up each time: a bench swaps the tracker
@@ -424,6 +285,17 @@ class MqttSource:
             and self._held_bytes <= self._settings.max_inflight_bytes
             and self.tracker.in_flight < self._settings.receive_maximum
         )
+
+    def _update_reading(self) -> None:
+        """Read the socket if ``_may_read``, else stop: the broker keeps what we do not read."""
+        self._set_reading(self._may_read())
+
+    def _set_reading(self, on: bool) -> None:
+        link = self._link
+        if link is None or on == self._reading:
+            return
+        self._reading = on
+        link.set_reading(on)
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -474,31 +346,47 @@ class MqttSource:
         s = self._settings
         self._disconnected.clear()
         self._session_up = False
-        self._ready = self._loop.create_future()
-        kwargs: dict[str, Any] = {}
-        if s.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = s.session_expiry_s
-            props.ReceiveMaximum = s.receive_maximum
-            kwargs = {"clean_start": False, "properties": props}
+        link = self._link = self._new_link()
+        self._reading = True  # a new connection reads: its CONNACK at least
         try:
-            await asyncio.to_thread(self._client.connect, s.host, s.port, s.keepalive_s, **kwargs)
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                await self._ready
+                connack = await link.open()
+                self._accepted(connack)
+                self._update_reading()
+                self._check_granted(await link.subscribe(self.subscriptions))
         except (OSError, ssl.SSLError, TimeoutError, SourceError) as exc:
             if self._disconnected.is_set() and not self._stopping:
                 return  # accepted, then dropped before subscribing: run() decides the wait
-            self._client.disconnect()  # closes a half-open attempt; harmless otherwise
+            link.abort()
+            self._session_up = False
             if isinstance(exc, SourceError):
                 raise
             raise SourceError(f"{s.redacted_url()}: {exc!r}") from exc
+        self.connected.set()
+        self._metrics.mqtt_connected.set(1)
+
+    def _check_granted(self, codes: list[int]) -> None:
+        if any(code >= 0x80 for code in codes):  # failure codes start there
+            names = ", ".join(reason_name(code) for code in codes)
+            raise SourceError(f"subscription to {self.subscription} refused: {names}")
+
+    def _accepted(self, connack: ConnAck) -> None:
+        self._session_up = True
+        self._guard.connected()
+        log.log(
+            logging.DEBUG if self._guard.strikes else logging.INFO,  # quiet while flapping
+            "connected to %s (session present: %s)",
+            self._settings.redacted_url(),
+            connack.session_present,
+        )
 
     async def run_misc(self) -> None:
-        """paho's housekeeping (keepalive pings, retries) once a second."""
+        """Housekeeping (keepalive pings) once a second."""
         while True:
             await asyncio.sleep(MISC_INTERVAL_S)
-            if self._fd is not None:
-                self._client.loop_misc()
+            link = self._link
+            if link is not None and link.is_open:
+                link.keep_alive()
 
     async def run_pump(self) -> None:
         """Move messages that found the inbox full into it as room appears, then read again."""
@@ -527,29 +415,27 @@ class MqttSource:
         sent before has arrived.
         """
         self._stopping = True
-        if self._fd is None:
+        link = self._link
+        if link is None or not link.is_open:
             self._disconnected.set()
             return
         self._set_reading(True)
-        await self._acks_arrived()
-        self._client.disconnect()
+        await self._acks_arrived(link)
+        link.disconnect()
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self._disconnected.wait()
         except TimeoutError:
             log.warning("broker did not close the connection in time")
+            link.abort()
+            self.lost("closed by us after the broker did not", None)
 
-    async def _acks_arrived(self) -> None:
+    async def _acks_arrived(self, link: Link) -> None:
         """Wait (bounded) for the answer to the barrier UNSUBSCRIBE sent after our acks."""
-        answered: asyncio.Future[None] = self._loop.create_future()
-        result, mid = self._client.unsubscribe(BARRIER_FILTER)
-        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-            return  # no connection left to wait on
-        self._barrier = (mid, answered)
         try:
             async with asyncio.timeout(BARRIER_TIMEOUT_S):
-                await answered
+                await link.unsubscribe([BARRIER_FILTER])
+        except SourceError:
+            return  # no connection left to wait on
         except TimeoutError:
             log.warning("broker did not confirm our acks in time; it may redeliver some")
-        finally:
-            self._barrier = None

@@ -24,6 +24,12 @@ from tests.helpers import broker_saw_disconnects, metric_value, publish_all, unt
 pytestmark = pytest.mark.servers
 
 
+@pytest.fixture(params=["native", "paho"])
+def client(request: pytest.FixtureRequest) -> str:
+    """The MQTT client the adapter runs (``mqtt.client``): the tests that take this run twice."""
+    return str(request.param)
+
+
 def settings_for(broker: Mosquitto, prefix: str, **extra: Any) -> MqttSettings:
     """Adapter settings for a test: its own client id and topic prefix, quick reconnects."""
     values: dict[str, Any] = {
@@ -66,9 +72,9 @@ async def take(inbox: asyncio.Queue[RawMessage], count: int) -> list[RawMessage]
 
 
 async def test_only_settled_messages_are_acked_the_rest_is_redelivered(
-    mosquitto: Mosquitto, topic_prefix: str
+    mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
-    settings = settings_for(mosquitto, topic_prefix)
+    settings = settings_for(mosquitto, topic_prefix, client=client)
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(100)
     source = MqttSource(settings, inbox, Metrics())
     async with running(source):
@@ -93,10 +99,10 @@ async def test_only_settled_messages_are_acked_the_rest_is_redelivered(
 
 
 async def test_a_full_inbox_pauses_reading_and_nothing_is_lost(
-    mosquitto: Mosquitto, topic_prefix: str
+    mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(5)
-    source = MqttSource(settings_for(mosquitto, topic_prefix), inbox, Metrics())
+    source = MqttSource(settings_for(mosquitto, topic_prefix, client=client), inbox, Metrics())
     async with running(source):
         await until(source.connected.is_set, what="subscribed")
         await asyncio.to_thread(publish_all, mosquitto, messages(topic_prefix, 60))
@@ -112,12 +118,12 @@ async def test_a_full_inbox_pauses_reading_and_nothing_is_lost(
 
 
 async def test_acks_settled_just_before_disconnect_reach_the_broker_while_it_still_sends(
-    mosquitto: Mosquitto, topic_prefix: str
+    mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
     """The broker sends more as soon as acks arrive, so the socket holds unread bytes when we
     leave; closing it then resets the connection and the broker drops acks it had not read.
     disconnect() must make sure they arrived: the next session starts after the acked ones."""
-    settings = settings_for(mosquitto, topic_prefix, receive_maximum=20)
+    settings = settings_for(mosquitto, topic_prefix, receive_maximum=20, client=client)
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
     source = MqttSource(settings, inbox, Metrics())
     async with running(source):
@@ -139,11 +145,15 @@ async def test_acks_settled_just_before_disconnect_reach_the_broker_while_it_sti
     assert sorted(int(m.payload) for m in rest) == list(range(10, 300))
 
 
-async def test_username_and_password(mosquitto_auth: Mosquitto, topic_prefix: str) -> None:
+async def test_username_and_password(
+    mosquitto_auth: Mosquitto, topic_prefix: str, client: str
+) -> None:
     broker: Any = mosquitto_auth
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
     wrong = MqttSource(
-        settings_for(broker, topic_prefix, username=broker.username, password="wrong"),
+        settings_for(
+            broker, topic_prefix, username=broker.username, password="wrong", client=client
+        ),
         inbox,
         Metrics(),
     )
@@ -152,7 +162,7 @@ async def test_username_and_password(mosquitto_auth: Mosquitto, topic_prefix: st
     await wrong.disconnect()
 
     url = broker.url.replace("mqtt://", f"mqtt://{broker.username}:{broker.password}@")
-    right = MqttSource(settings_for(broker, topic_prefix, url=url), inbox, Metrics())
+    right = MqttSource(settings_for(broker, topic_prefix, url=url, client=client), inbox, Metrics())
     async with running(right):
         await until(right.connected.is_set, what="subscribed with credentials")
         await asyncio.to_thread(
@@ -165,12 +175,14 @@ async def test_username_and_password(mosquitto_auth: Mosquitto, topic_prefix: st
         assert [m.payload for m in await take(inbox, 3)] == [b"0", b"1", b"2"]
 
 
-async def test_tls_with_the_test_ca(mosquitto_tls: Mosquitto, topic_prefix: str) -> None:
+async def test_tls_with_the_test_ca(
+    mosquitto_tls: Mosquitto, topic_prefix: str, client: str
+) -> None:
     tls = mosquitto_tls.tls
     assert tls is not None
     assert mosquitto_tls.url.startswith("mqtts://")
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
-    settings = settings_for(mosquitto_tls, topic_prefix, ca_file=tls.ca_file)
+    settings = settings_for(mosquitto_tls, topic_prefix, ca_file=tls.ca_file, client=client)
     source = MqttSource(settings, inbox, Metrics())
     async with running(source):
         await until(source.connected.is_set, what="subscribed over TLS")
@@ -178,27 +190,49 @@ async def test_tls_with_the_test_ca(mosquitto_tls: Mosquitto, topic_prefix: str)
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        client.tls_set(ca_certs=str(tls.ca_file))
-        client.connect(mosquitto_tls.host, mosquitto_tls.port)
-        client.loop_start()
+        publisher = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        publisher.tls_set(ca_certs=str(tls.ca_file))
+        publisher.connect(mosquitto_tls.host, mosquitto_tls.port)
+        publisher.loop_start()
         try:
-            info = client.publish(f"{topic_prefix}/p/storage/b/telemetry", b"tls", qos=1)
+            info = publisher.publish(f"{topic_prefix}/p/storage/b/telemetry", b"tls", qos=1)
             await asyncio.to_thread(info.wait_for_publish, 10)
         finally:
-            client.disconnect()
-            client.loop_stop()
+            publisher.disconnect()
+            publisher.loop_stop()
         assert [m.payload for m in await take(inbox, 1)] == [b"tls"]
+
+
+async def test_tls_with_a_client_certificate_and_no_host_name_check(
+    mosquitto_tls: Mosquitto, topic_prefix: str, client: str
+) -> None:
+    """mqtt.cert_file/key_file are presented (this broker does not ask for one, so only the
+    loading and the handshake are checked) and tls_insecure turns the host name check off."""
+    tls = mosquitto_tls.tls
+    assert tls is not None
+    settings = settings_for(
+        mosquitto_tls,
+        topic_prefix,
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
+        tls_insecure=True,
+        client=client,
+    )
+    inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
+    source = MqttSource(settings, inbox, Metrics())
+    async with running(source):
+        await until(source.connected.is_set, what="subscribed over TLS with a certificate")
 
 
 # paho-mqtt does not close its socket when the TLS handshake fails; the leak is paho's and is
 # collected here so that its ResourceWarning cannot surface in a later test.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_untrusted_certificate_is_refused(
-    mosquitto_tls: Mosquitto, topic_prefix: str
+    mosquitto_tls: Mosquitto, topic_prefix: str, client: str
 ) -> None:
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
-    source = MqttSource(settings_for(mosquitto_tls, topic_prefix), inbox, Metrics())
+    source = MqttSource(settings_for(mosquitto_tls, topic_prefix, client=client), inbox, Metrics())
     with pytest.raises(SourceError, match=r"CERTIFICATE_VERIFY_FAILED"):
         await source.connect_once()
     del source
@@ -206,12 +240,12 @@ async def test_untrusted_certificate_is_refused(
 
 
 async def test_reconnects_and_resubscribes_after_broker_restart(
-    tmp_path: Path, topic_prefix: str
+    tmp_path: Path, topic_prefix: str, client: str
 ) -> None:
     with Mosquitto(tmp_path / "broker") as broker:
         inbox: asyncio.Queue[RawMessage] = asyncio.Queue(100)
         metrics = Metrics()
-        source = MqttSource(settings_for(broker, topic_prefix), inbox, metrics)
+        source = MqttSource(settings_for(broker, topic_prefix, client=client), inbox, metrics)
         async with running(source):
             await until(source.connected.is_set, what="subscribed")
             await asyncio.to_thread(broker.restart)
@@ -227,9 +261,9 @@ async def test_reconnects_and_resubscribes_after_broker_restart(
 
 
 async def test_mqtt_311_persistent_session_redelivers_what_was_not_acked(
-    mosquitto: Mosquitto, topic_prefix: str
+    mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
-    settings = settings_for(mosquitto, topic_prefix, protocol="3.1.1")
+    settings = settings_for(mosquitto, topic_prefix, protocol="3.1.1", client=client)
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(100)
     source = MqttSource(settings, inbox, Metrics())
     async with running(source):
@@ -310,9 +344,9 @@ class InboxFailingOnce(asyncio.Queue[RawMessage]):
 
 @pytest.mark.servers
 async def test_a_message_that_fails_intake_does_not_hold_back_later_acks(
-    mosquitto: Mosquitto, topic_prefix: str, caplog: pytest.LogCaptureFixture
+    mosquitto: Mosquitto, topic_prefix: str, caplog: pytest.LogCaptureFixture, client: str
 ) -> None:
-    settings = settings_for(mosquitto, topic_prefix)
+    settings = settings_for(mosquitto, topic_prefix, client=client)
     inbox = InboxFailingOnce(100)
     metrics = Metrics()
     source = MqttSource(settings, inbox, metrics)
@@ -398,9 +432,9 @@ async def test_two_sources_with_one_client_id_back_off_and_say_so_once(
 
 @pytest.mark.servers
 async def test_reading_pauses_while_the_bytes_held_exceed_the_bound_and_nothing_is_lost(
-    mosquitto: Mosquitto, topic_prefix: str
+    mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
-    settings = settings_for(mosquitto, topic_prefix, max_inflight_bytes=64 * 1024)
+    settings = settings_for(mosquitto, topic_prefix, max_inflight_bytes=64 * 1024, client=client)
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(1000)  # the count bound is not the limit
     metrics = Metrics()
     source = MqttSource(settings, inbox, metrics)
@@ -424,11 +458,11 @@ async def test_reading_pauses_while_the_bytes_held_exceed_the_bound_and_nothing_
 
 @pytest.mark.servers
 async def test_an_oversized_payload_is_cut_on_arrival_to_what_a_dead_letter_keeps(
-    mosquitto: Mosquitto, topic_prefix: str
+    mosquitto: Mosquitto, topic_prefix: str, client: str
 ) -> None:
     inbox: asyncio.Queue[RawMessage] = asyncio.Queue(10)
     source = MqttSource(
-        settings_for(mosquitto, topic_prefix),
+        settings_for(mosquitto, topic_prefix, client=client),
         inbox,
         Metrics(),
         max_payload_bytes=1000,
