@@ -2,10 +2,12 @@
 
 :func:`run_fleet` connects one :class:`~simulators.link.DeviceLink` per device, then walks the
 ticks of :func:`~simulators.generate.iter_ticks`, waiting for each tick's simulated time at
-``speed`` x real time, and publishes at QoS 1. An ``offline`` fault drops the device's connection
-(the broker publishes its last will) and reconnects it when the fault ends. It stops when the
-simulated ``duration_s`` is over, when ``stop`` is set, or when cancelled; in every case each
-device announces itself offline, waits for its PUBACKs and disconnects.
+``speed`` x real time and for the broker to acknowledge the previous tick's messages (so no
+device gets ahead of another at any speed), and publishes at QoS 1. An ``offline`` fault drops
+the device's connection (the broker publishes its last will) and reconnects it when the fault
+ends. It stops when the simulated ``duration_s`` is over, when ``stop`` is set, or when
+cancelled; in every case each device announces itself offline, waits for its PUBACKs and
+disconnects.
 
 A connection lost to a broker failure is retried on later ticks (at most every
 ``RECONNECT_DELAY_S``); the messages a device could not send meanwhile are counted as dropped.
@@ -164,6 +166,20 @@ class _Fleet:
                 await link.drain()
         link.drop()
 
+    async def delivered(self) -> None:
+        """Wait until the broker acknowledged what every connected device sent (bounded).
+
+        In real time a tick's messages reach the broker long before the next tick's. At a high
+        ``speed`` each connection queues on its own, and one device would run simulated minutes
+        ahead of another: consumers that close event-time windows after a lateness (the KPI
+        engine) would find the others' readings late. Waiting here keeps the real-time order.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                for link in self.links.values():
+                    if link.is_connected:  # a dropped session's messages will never be acked
+                        await link.drain()
+
     async def keepalive(self) -> None:
         while True:
             for link in self.links.values():
@@ -217,6 +233,7 @@ async def run_fleet(
                     ts_ms = tick.ts_ms
                     if not await pacer.wait_until(tick.elapsed_s, stop):
                         break
+                    await conns.delivered()  # the previous tick first, as in real time
                     for dev in tick.went_offline:
                         conns.offline.add(dev)
                         await conns.go_offline(dev)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from datetime import datetime
 from urllib.parse import quote
@@ -84,6 +85,30 @@ async def test_accelerated_run_publishes_every_message_per_kind(
         assert online == {"online": True, "ts": round(start.timestamp() * 1000)}
         assert offline["online"] is False
         assert "ts" in offline  # said by the device itself, not its last will
+
+
+@pytest.mark.servers
+async def test_at_any_speed_no_device_gets_ahead_of_the_others_at_the_broker(
+    mosquitto: Mosquitto, subscriber: MqttSubscriber, start: datetime
+) -> None:
+    # In real time a tick's messages reach the broker long before the next tick's. At speed each
+    # device's connection queued on its own, so a device ran simulated minutes ahead of another
+    # and consumers closing event-time windows (the KPI engine, 60 s lateness) found the others'
+    # readings late: the dashboards' simulated day lost its green EV energy for every hour.
+    stats = await run_fleet(
+        SMALL,
+        mqtt_url=mosquitto.url,
+        prefix=subscriber.prefix,
+        speed=1e6,  # never waits: every tick is due at once
+        start=start,
+        seed=1,
+        duration_s=3600,
+    )
+    await subscriber.flush()
+    stamps = [orjson.loads(payload)["ts"] for _, payload, _ in subscriber.telemetry()]
+    assert len(stamps) == stats.acked == 360 + 360 + 120 + 240
+    behind = [(earlier, later) for earlier, later in itertools.pairwise(stamps) if later < earlier]
+    assert behind == []
 
 
 @pytest.mark.servers
