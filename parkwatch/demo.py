@@ -37,6 +37,7 @@ from parkwatch.demo_grafana import demo_dashboards
 from parkwatch.errors import ConfigError, ServerError
 from parkwatch.liveview import LiveView
 from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
+from parkwatch.points import STATUS_MEASUREMENT, Point
 from parkwatch.schema import OcppErrorCode
 from parkwatch.service import Collector
 from parkwatch.settings import Settings, load_settings
@@ -226,6 +227,13 @@ async def _run_pipeline(
     view = LiveView(service)
     service.observe(view.observe)
     service.observe_outputs(view.observe_output)
+    readings = 0
+
+    def count_reading(point: Point) -> None:
+        nonlocal readings
+        readings += point.kind != STATUS_MEASUREMENT
+
+    service.observe(count_reading)
     fleet = default_fleet(list(options.parks) or None)
     start = options.start or datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
     collector_stop = asyncio.Event()
@@ -244,13 +252,15 @@ async def _run_pipeline(
             scenario=scenario,
         )
         console.log(f"simulators: {stats.published} published, {stats.acked} acknowledged")
-        # The broker has acknowledged every publish; let it deliver them before the collector
-        # stops reading (a slow broker may still hold some).
-        received = service.metrics.received
+        # The broker has acknowledged every reading; let it deliver them before the collector
+        # stops reading (a slow broker, such as the embedded one, may still hold some). Counted
+        # like for like: messages received include the devices' status messages, so that total
+        # reached the acknowledged readings while a few of them were still on their way.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DELIVERY_WAIT_S):
-                while received._value.get() < stats.acked:  # noqa: ASYNC110 - no event to await
+                while readings < stats.acked:  # noqa: ASYNC110 - no event to await
                     await asyncio.sleep(0.05)
+        console.log(f"collector: {readings} readings taken in")
 
     async def stop_after_duration() -> None:
         if options.duration_s is not None:

@@ -56,6 +56,9 @@ async def run_demo(
     published = re.search(r"simulators: (\d+) published, (\d+) acknowledged", output)
     assert published, output[-3000:]
     assert published.group(1) == published.group(2)  # every publish was acknowledged
+    taken = re.search(r"collector: (\d+) readings taken in", output)
+    assert taken, output[-3000:]
+    assert taken.group(1) == published.group(2)  # every acknowledged reading reached it
     written = [int(n) for n in re.findall(r"points written (\d+)", output)]
     assert written, output[-3000:]
     assert "demo stopped" in output
