@@ -35,6 +35,7 @@ from bench.profile import PySpy, py_spy_path
 from collector.adapters.mqtt import MqttSource
 from collector.messages import RawMessage
 from collector.metrics import Metrics
+from parkwatch.cli import tune_gc
 from parkwatch.localservers import InfluxDB1
 from parkwatch.service import Collector
 from parkwatch.settings import MqttSettings, Settings, load_settings
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="one more round under py-spy")
     args = parser.parse_args(argv)
     print(f"load average at start: {' '.join(map(str, loadavg()))}", flush=True)
+    tune_gc()  # as `parkwatch run` does
     with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
         workdir = Path(tmp)
         influx = InfluxDB1(workdir / "influxdb") if args.sink == "influx" else None
@@ -209,8 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                 # A fresh backlog each round: timestamps within the decoder's skew limits.
                 backlog = _backlog(args.messages, args.devices, args.parks)
                 elapsed, cpu = run_once(workdir, backlog, influx, f"stages_r{number}")
-                del backlog
-                gc.unfreeze()
+                del backlog  # frozen objects are still freed by reference counting
                 rates.append(args.messages / elapsed)
                 cpu_us.append(cpu / args.messages * 1e6)
                 print(
