@@ -134,7 +134,9 @@ def _settings(workdir: Path, influx_url: str | None, database: str) -> Settings:
     )
 
 
-async def _drain(settings: Settings, backlog: list[RawMessage], null: bool) -> float:
+async def _drain(
+    settings: Settings, backlog: list[RawMessage], null: bool
+) -> tuple[float, float]:
     sources: list[ReplaySource] = []
 
     def make_source(*args: Any, **kwargs: Any) -> ReplaySource:
@@ -147,7 +149,7 @@ async def _drain(settings: Settings, backlog: list[RawMessage], null: bool) -> f
         source_factory=cast(type[MqttSource], make_source),
     )
     stop = asyncio.Event()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     running = asyncio.create_task(collector.run(stop))
     try:
         async with asyncio.timeout(TIMEOUT_S):
@@ -156,7 +158,8 @@ async def _drain(settings: Settings, backlog: list[RawMessage], null: bool) -> f
             await asyncio.wait([done, running], return_when=asyncio.FIRST_COMPLETED)
             if running.done():
                 running.result()
-        return time.perf_counter() - started
+        # Until the last ack: the final snapshot at shutdown is not part of the drain.
+        return time.perf_counter() - started, time.process_time() - cpu
     finally:
         stop.set()
         await running
@@ -168,10 +171,8 @@ def run_once(
     """Seconds (wall, and this process's CPU) for one collector to take in, write and ack
     ``backlog``, startup included."""
     settings = _settings(workdir, influx.url if influx else None, tag)
-    cpu = time.process_time()
     try:
-        elapsed = asyncio.run(_drain(settings, backlog, influx is None))
-        return elapsed, time.process_time() - cpu
+        return asyncio.run(_drain(settings, backlog, influx is None))
     finally:
         if influx is not None:
             influx.drop_database(tag)

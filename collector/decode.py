@@ -1,8 +1,10 @@
 """Decode and validate: raw MQTT message -> ``Point`` (with its line) or ``DeadLetter``.
 
 This is where a message becomes an InfluxDB point: topic parsed, payload validated by the kind's
-pydantic model, ``ts`` checked against the clock, then one line encoded with measurement = kind,
-tags ``park`` and ``device`` (and ``connector`` for chargers), fields = the payload's fields.
+pydantic model (a well-formed one by its exact equivalent, the fast path in
+``collector/fastpath.py``), ``ts`` checked against the clock, then one line encoded with
+measurement = kind, tags ``park`` and ``device`` (and ``connector`` for chargers), fields = the
+payload's fields.
 
 Status messages (``.../status``, a device's birth message or MQTT last will) become points of the
 ``device_status`` measurement with a boolean ``online`` field; a last will carries no ``ts``, so
@@ -23,6 +25,7 @@ from typing import Final
 import orjson
 from pydantic import ValidationError
 
+from collector.fastpath import Reading, fast_readers
 from collector.lineproto import FieldValue, LineEncoder
 from collector.messages import DeadLetter, DroppedField, RawMessage, Reason
 from collector.metrics import Metrics
@@ -50,12 +53,16 @@ class Decoder:
         *,
         topic_prefix: str = "parks",
         clock: Callable[[], float] = time.time,
+        fast_path: bool = True,
     ) -> None:
+        """``fast_path=False`` validates every payload with pydantic (the reference that
+        ``tests/collector/test_fastpath.py`` holds the fast path to)."""
         self._settings = settings
         self._metrics = metrics
         self._prefix = topic_prefix
         self._clock = clock
         self._models = {kind.value: model for kind, model in KIND_MODELS.items()}
+        self._fast = fast_readers(self._models) if fast_path else {}
         self._encoder = LineEncoder()
 
     def decode(self, raw: RawMessage) -> Point | DeadLetter:
@@ -76,40 +83,35 @@ class Decoder:
             )
         if parts.channel == "status":
             return self._status(raw, parts.park, parts.kind, parts.device)
-        try:
-            telemetry = model.model_validate_json(raw.payload)
-        except ValidationError as exc:
-            return self._invalid(raw, exc)
-        return self._point(raw, telemetry, parts.park, parts.kind, parts.device)
+        # Most payloads are well formed: read those without pydantic (collector/fastpath.py
+        # says why, and that the result is the same); the rest are validated by the model.
+        fast = self._fast.get(parts.kind)
+        reading = fast.read(raw.payload) if fast is not None else None
+        if reading is None:
+            try:
+                telemetry = model.model_validate_json(raw.payload)
+            except ValidationError as exc:
+                return self._invalid(raw, exc)
+            reading = _reading(telemetry)
+        return self._point(raw, reading, parts.park, parts.kind, parts.device)
 
     def _point(
-        self, raw: RawMessage, telemetry: Telemetry, park: str, kind: str, device: str
+        self, raw: RawMessage, reading: Reading, park: str, kind: str, device: str
     ) -> Point | DeadLetter:
-        ts_ms = telemetry.ts
+        ts_ms, fields, tag_fields, extra = reading
         skew = self._skew(ts_ms)
         if skew is not None:
             return self._reject(raw, Reason.CLOCK_SKEW, skew)
-        fields: dict[str, FieldValue] = {}
-        tags: list[tuple[str, str]] = [("device", device), ("park", park)]
-        tag_fields = telemetry.tag_fields
-        # __dict__ holds the declared fields only; extras are checked separately below.
-        for name, value in telemetry.__dict__.items():
-            if value is None or name == "ts":
-                continue
-            if name in tag_fields:
-                tags.append((_TAG_NAMES.get(name, name), str(value)))
-            else:
-                # Store enum members (OCPP status, error code) as their plain string value.
-                fields[name] = value.value if isinstance(value, enum.Enum) else value
-        extra = telemetry.__pydantic_extra__
         if extra:
             rejected = self._take_extras(extra, fields)
             if rejected is not None:
                 return self._reject(raw, Reason.NON_FINITE, rejected)
         if not fields:
             return self._reject(raw, Reason.INVALID_PAYLOAD, "no fields besides ts")
+        tags = [("device", device), ("park", park)]
         connector = ""
         if tag_fields:
+            tags += [(_TAG_NAMES.get(name, name), value) for name, value in tag_fields]
             tags.sort()
             connector = next((value for key, value in tags if key == "connector"), "")
         line = self._encoder.encode(kind, tuple(tags), fields, ts_ms)
@@ -192,6 +194,23 @@ class Decoder:
 
     def _reject(self, raw: RawMessage, reason: str, detail: str) -> DeadLetter:
         return _dead_letter(raw, reason, detail)
+
+
+def _reading(telemetry: Telemetry) -> Reading:
+    """A validated model as the fast path reads a payload (see ``collector.fastpath.Reading``)."""
+    fields: dict[str, FieldValue] = {}
+    tags: list[tuple[str, str]] = []
+    tag_fields = telemetry.tag_fields
+    # __dict__ holds the declared fields only; extras are checked separately (_take_extras).
+    for name, value in telemetry.__dict__.items():
+        if value is None or name == "ts":
+            continue
+        if name in tag_fields:
+            tags.append((name, str(value)))
+        else:
+            # Store enum members (OCPP status, error code) as their plain string value.
+            fields[name] = value.value if isinstance(value, enum.Enum) else value
+    return telemetry.ts, fields, tags, telemetry.__pydantic_extra__
 
 
 def _dead_letter(raw: RawMessage, reason: str, detail: str) -> DeadLetter:
