@@ -134,9 +134,7 @@ def _settings(workdir: Path, influx_url: str | None, database: str) -> Settings:
     )
 
 
-async def _drain(
-    settings: Settings, backlog: list[RawMessage], null: bool
-) -> tuple[float, float]:
+async def _drain(settings: Settings, backlog: list[RawMessage], null: bool) -> tuple[float, float]:
     sources: list[ReplaySource] = []
 
     def make_source(*args: Any, **kwargs: Any) -> ReplaySource:
