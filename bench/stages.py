@@ -10,9 +10,12 @@ the rule pack on), writing to a real InfluxDB 1.x (``--sink influx``, the defaul
 that discards (``--sink null``: our CPU alone).
 
     python -m bench.stages [--messages 60000] [--rounds 3] [--sink influx|null] [--profile]
+        [--variant NAME:SECTION.KEY=VALUE,... ...]
 
-Prints msg/s and microseconds per message for each round (median and range), and with
-``--profile`` the top functions of a py-spy profile of one more round.
+Prints msg/s and CPU microseconds per message for each round (median and range); ``--variant``
+compares settings (each round runs every variant, the order alternating), e.g.
+``--variant default: --variant small:writer.batch_size=1000``; with ``--profile``, the top
+functions of a py-spy profile of one more round (of the first variant).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, cast
+
+import orjson
 
 from bench.backlog import balanced_parks
 from bench.backlog import telemetry as make_telemetry
@@ -122,16 +127,39 @@ class ReplaySource:
         """Nothing to disconnect."""
 
 
-def _settings(workdir: Path, influx_url: str | None, database: str) -> Settings:
-    return load_settings(
-        None,
-        mqtt={"url": "mqtt://127.0.0.1:1", "client_id": database, "topic_prefix": PREFIX},
-        influx={"url": influx_url or "http://127.0.0.1:1", "database": database},
-        spool={"directory": workdir / f"{database}-spool"},
-        deadletter={"path": workdir / f"{database}-dead.jsonl"},
-        state={"directory": workdir / f"{database}-state"},
-        http={"port": 0},
-    )
+Variant = dict[str, dict[str, Any]]
+"""Settings to change, by section (``{"writer": {"batch_size": 1000}}``)."""
+
+
+def parse_variant(text: str) -> tuple[str, Variant]:
+    """``name:section.key=value,...`` (values as JSON, else text) -> (name, settings)."""
+    name, _, assignments = text.partition(":")
+    variant: Variant = {}
+    for assignment in filter(None, assignments.split(",")):
+        dotted, _, value = assignment.partition("=")
+        section, _, key = dotted.partition(".")
+        try:
+            parsed: Any = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            parsed = value
+        variant.setdefault(section, {})[key] = parsed
+    return name, variant
+
+
+def _settings(
+    workdir: Path, influx_url: str | None, database: str, variant: Variant | None = None
+) -> Settings:
+    sections: Variant = {
+        "mqtt": {"url": "mqtt://127.0.0.1:1", "client_id": database, "topic_prefix": PREFIX},
+        "influx": {"url": influx_url or "http://127.0.0.1:1", "database": database},
+        "spool": {"directory": workdir / f"{database}-spool"},
+        "deadletter": {"path": workdir / f"{database}-dead.jsonl"},
+        "state": {"directory": workdir / f"{database}-state"},
+        "http": {"port": 0},
+    }
+    for section, values in (variant or {}).items():
+        sections.setdefault(section, {}).update(values)
+    return load_settings(None, **sections)
 
 
 async def _drain(settings: Settings, backlog: list[RawMessage], null: bool) -> tuple[float, float]:
@@ -164,11 +192,15 @@ async def _drain(settings: Settings, backlog: list[RawMessage], null: bool) -> t
 
 
 def run_once(
-    workdir: Path, backlog: list[RawMessage], influx: InfluxDB1 | None, tag: str
+    workdir: Path,
+    backlog: list[RawMessage],
+    influx: InfluxDB1 | None,
+    tag: str,
+    variant: Variant | None = None,
 ) -> tuple[float, float]:
     """Seconds (wall, and this process's CPU) for one collector to take in, write and ack
     ``backlog``, startup included."""
-    settings = _settings(workdir, influx.url if influx else None, tag)
+    settings = _settings(workdir, influx.url if influx else None, tag, variant)
     try:
         return asyncio.run(_drain(settings, backlog, influx is None))
     finally:
@@ -189,14 +221,24 @@ def _backlog(count: int, devices: int, parks: int) -> list[RawMessage]:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line, run the rounds, print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--devices", type=int, default=20_000)
     parser.add_argument("--parks", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sink", choices=("influx", "null"), default="influx")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:SECTION.KEY=VALUE,...",
+        help="compare settings: each round runs every variant, in turn (default: defaults)",
+    )
     parser.add_argument("--profile", action="store_true", help="one more round under py-spy")
     args = parser.parse_args(argv)
+    variants = dict(parse_variant(text) for text in args.variant) or {"defaults": {}}
     print(f"load average at start: {' '.join(map(str, loadavg()))}", flush=True)
     tune_gc()  # as `parkwatch run` does
     with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
@@ -205,32 +247,47 @@ def main(argv: list[str] | None = None) -> None:
         if influx is not None:
             influx.__enter__()
         try:
-            rates, cpu_us = [], []
-            for number in range(args.rounds):
-                # A fresh backlog each round: timestamps within the decoder's skew limits.
-                backlog = _backlog(args.messages, args.devices, args.parks)
-                elapsed, cpu = run_once(workdir, backlog, influx, f"stages_r{number}")
-                del backlog  # frozen objects are still freed by reference counting
-                rates.append(args.messages / elapsed)
-                cpu_us.append(cpu / args.messages * 1e6)
-                print(
-                    f"round {number + 1}: {rates[-1]:,.0f} msg/s, {cpu_us[-1]:.1f} CPU us/msg",
-                    flush=True,
-                )
-            print(
-                f"{args.sink}: median {statistics.median(rates):,.0f} msg/s "
-                f"[{min(rates):,.0f} - {max(rates):,.0f}], {statistics.median(cpu_us):.1f} CPU "
-                f"us/msg [{min(cpu_us):.1f} - {max(cpu_us):.1f}] over {args.rounds} rounds; "
-                f"load average at end: {' '.join(map(str, loadavg()))}"
-            )
+            _rounds(workdir, args, influx, variants)
             if args.profile:
-                _profile(workdir, args, influx)
+                _profile(workdir, args, influx, next(iter(variants.values())))
         finally:
             if influx is not None:
                 influx.__exit__(None, None, None)
 
 
-def _profile(workdir: Path, args: argparse.Namespace, influx: InfluxDB1 | None) -> None:
+def _rounds(
+    workdir: Path, args: argparse.Namespace, influx: InfluxDB1 | None, variants: dict[str, Variant]
+) -> None:
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_us: dict[str, list[float]] = {name: [] for name in variants}
+    for number in range(args.rounds):
+        # Alternate the order, so no variant always meets a machine warmed by another.
+        order = list(variants) if number % 2 == 0 else list(variants)[::-1]
+        for name in order:
+            # A fresh backlog each time: timestamps within the decoder's skew limits.
+            backlog = _backlog(args.messages, args.devices, args.parks)
+            tag = f"stages_r{number}_{len(rates[name])}_{abs(hash(name)) % 10000}"
+            elapsed, cpu = run_once(workdir, backlog, influx, tag, variants[name])
+            del backlog  # frozen objects are still freed by reference counting
+            rates[name].append(args.messages / elapsed)
+            cpu_us[name].append(cpu / args.messages * 1e6)
+            print(
+                f"round {number + 1} {name}: {rates[name][-1]:,.0f} msg/s, "
+                f"{cpu_us[name][-1]:.1f} CPU us/msg",
+                flush=True,
+            )
+    print(f"{args.sink} sink, {args.rounds} rounds; load average {' '.join(map(str, loadavg()))}")
+    for name in variants:
+        r, c = rates[name], cpu_us[name]
+        print(
+            f"  {name:>12}: median {statistics.median(r):8,.0f} msg/s [{min(r):,.0f} - "
+            f"{max(r):,.0f}], {statistics.median(c):5.1f} CPU us/msg [{min(c):.1f} - {max(c):.1f}]"
+        )
+
+
+def _profile(
+    workdir: Path, args: argparse.Namespace, influx: InfluxDB1 | None, variant: Variant
+) -> None:
     executable = py_spy_path()
     if executable is None:
         print("py-spy is not installed")
@@ -240,7 +297,7 @@ def _profile(workdir: Path, args: argparse.Namespace, influx: InfluxDB1 | None) 
     profiler.attach(os.getpid())
     time.sleep(0.5)  # py-spy needs a moment to attach
     try:
-        elapsed, _ = run_once(workdir, backlog, influx, "stages_profile")
+        elapsed, _ = run_once(workdir, backlog, influx, "stages_profile", variant)
     finally:
         profiler.finish()
     summary = profiler.summary()
