@@ -115,7 +115,9 @@ class Decoder:
             tags.sort()
             connector = next((value for key, value in tags if key == "connector"), "")
         line = self._encoder.encode(kind, tuple(tags), fields, ts_ms)
-        return Point(park, kind, device, ts_ms, fields, line, raw.ticket, connector)
+        return Point(
+            park, kind, device, ts_ms, fields, line, raw.ticket, connector, "", raw.received_at
+        )
 
     def _take_extras(self, extra: dict[str, object], fields: dict[str, FieldValue]) -> str | None:
         """Keep finite numeric and boolean extras (numbers as float); None, or why to reject."""
@@ -167,7 +169,15 @@ class Decoder:
         fields: dict[str, FieldValue] = {"online": online}
         line = self._encoder.encode(STATUS_MEASUREMENT, tags, fields, ts_ms)
         return Point(
-            park, STATUS_MEASUREMENT, device, ts_ms, fields, line, raw.ticket, device_kind=kind
+            park,
+            STATUS_MEASUREMENT,
+            device,
+            ts_ms,
+            fields,
+            line,
+            raw.ticket,
+            device_kind=kind,
+            received_at=raw.received_at,
         )
 
     def _skew(self, ts_ms: int) -> str | None:

@@ -41,3 +41,6 @@ class Point:
     """The charger connector id as a string ("" for the other kinds)."""
     device_kind: str = ""
     """The device's kind for status points ("" otherwise: then it is ``kind``)."""
+    received_at: float = 0.0
+    """When its MQTT message came in (epoch seconds); 0 for derived and replayed points. The
+    rules' fire latency (``parkwatch_rule_fire_latency_seconds``) is measured from it."""
