@@ -20,12 +20,13 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import orjson
 from pydantic import ValidationError
 
-from collector.fastpath import Reading, fast_readers
+from collector.fastpath import FastReader, Reading, fast_readers
 from collector.lineproto import FieldValue, LineEncoder
 from collector.messages import DeadLetter, DroppedField, RawMessage, Reason
 from collector.metrics import Metrics
@@ -39,8 +40,25 @@ _TAG_NAMES: Final = {"connector_id": "connector"}
 log = logging.getLogger(__name__)
 
 MAX_FIELD_NAME: Final = 128
+ROUTE_CACHE_LIMIT: Final = 100_000
+"""Topics whose parse is remembered (a device repeats its topic); the cache starts over past
+this. Saves the topic's parse and validation and the escaping of its series on every message."""
 
 _STATUS_WORDS: Final = {b"online": True, b"offline": False, b"true": True, b"false": False}
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a valid topic decodes to: its parts, its kind's model and fast path, and for a kind
+    without tag fields the series key its lines start with."""
+
+    park: str
+    kind: str
+    device: str
+    channel: str
+    model: type[Telemetry]
+    reader: FastReader | None
+    series: str | None
 
 
 class Decoder:
@@ -64,6 +82,7 @@ class Decoder:
         self._models = {kind.value: model for kind, model in KIND_MODELS.items()}
         self._fast = fast_readers(self._models) if fast_path else {}
         self._encoder = LineEncoder()
+        self._routes: dict[str, _Route | tuple[str, str]] = {}
 
     def decode(self, raw: RawMessage) -> Point | DeadLetter:
         """Validate ``raw``; the result carries the message's ack ticket either way."""
@@ -73,31 +92,46 @@ class Decoder:
                 Reason.TOO_LARGE,
                 f"{raw.size} bytes > limit {self._settings.max_payload_bytes}",
             )
-        parts = parse_topic(raw.topic, self._prefix)
-        if isinstance(parts, str):
-            return self._reject(raw, Reason.INVALID_TOPIC, parts)
-        model = self._models.get(parts.kind)
-        if model is None:
-            return self._reject(
-                raw, Reason.UNKNOWN_KIND, f"kind {parts.kind[:40]!r} is not one of {list(Kind)}"
-            )
-        if parts.channel == "status":
-            return self._status(raw, parts.park, parts.kind, parts.device)
+        route = self._routes.get(raw.topic) or self._route(raw.topic)
+        if type(route) is tuple:
+            return self._reject(raw, *route)
+        assert isinstance(route, _Route)
+        if route.channel == "status":
+            return self._status(raw, route.park, route.kind, route.device)
         # Most payloads are well formed: read those without pydantic (collector/fastpath.py
         # says why, and that the result is the same); the rest are validated by the model.
-        fast = self._fast.get(parts.kind)
-        reading = fast.read(raw.payload) if fast is not None else None
+        reading = route.reader.read(raw.payload) if route.reader is not None else None
         if reading is None:
             try:
-                telemetry = model.model_validate_json(raw.payload)
+                telemetry = route.model.model_validate_json(raw.payload)
             except ValidationError as exc:
                 return self._invalid(raw, exc)
             reading = _reading(telemetry)
-        return self._point(raw, reading, parts.park, parts.kind, parts.device)
+        return self._point(raw, reading, route)
 
-    def _point(
-        self, raw: RawMessage, reading: Reading, park: str, kind: str, device: str
-    ) -> Point | DeadLetter:
+    def _route(self, topic: str) -> _Route | tuple[str, str]:
+        """What ``topic`` decodes to, or (reason, detail) to refuse it; remembered (bounded)."""
+        if len(self._routes) >= ROUTE_CACHE_LIMIT:
+            self._routes.clear()
+        parts = parse_topic(topic, self._prefix)
+        route: _Route | tuple[str, str]
+        if isinstance(parts, str):
+            route = (Reason.INVALID_TOPIC, parts)
+        elif (model := self._models.get(parts.kind)) is None:
+            route = (Reason.UNKNOWN_KIND, f"kind {parts.kind[:40]!r} is not one of {list(Kind)}")
+        else:
+            # A kind without tag fields has one series per topic: escaped once, here.
+            tags = (("device", parts.device), ("park", parts.park))
+            series = None if model.tag_fields else self._encoder.series(parts.kind, tags)
+            reader = self._fast.get(parts.kind)
+            route = _Route(
+                parts.park, parts.kind, parts.device, parts.channel, model, reader, series
+            )
+        self._routes[topic] = route
+        return route
+
+    def _point(self, raw: RawMessage, reading: Reading, route: _Route) -> Point | DeadLetter:
+        park, kind, device = route.park, route.kind, route.device
         ts_ms, fields, tag_fields, extra = reading
         skew = self._skew(ts_ms)
         if skew is not None:
@@ -108,13 +142,15 @@ class Decoder:
                 return self._reject(raw, Reason.NON_FINITE, rejected)
         if not fields:
             return self._reject(raw, Reason.INVALID_PAYLOAD, "no fields besides ts")
-        tags = [("device", device), ("park", park)]
         connector = ""
-        if tag_fields:
+        series = route.series
+        if series is None:
+            tags = [("device", device), ("park", park)]
             tags += [(_TAG_NAMES.get(name, name), value) for name, value in tag_fields]
             tags.sort()
             connector = next((value for key, value in tags if key == "connector"), "")
-        line = self._encoder.encode(kind, tuple(tags), fields, ts_ms)
+            series = self._encoder.series(kind, tuple(tags))
+        line = self._encoder.line(series, fields, ts_ms)
         return Point(
             park, kind, device, ts_ms, fields, line, raw.ticket, connector, "", raw.received_at
         )
