@@ -47,6 +47,7 @@ class ParkKpis:
         "horizon",
         "lateness_ms",
         "max_gap_ms",
+        "newest_cursor",
         "next_due",
         "park",
         "series",
@@ -76,6 +77,8 @@ class ParkKpis:
         self.horizon = 0
         """No device is expected and no status holds from here on (the last reading + max_gap)."""
         self.next_due = 0
+        self.newest_cursor = 0
+        """The latest start of an open window: a reading before it is late for some kind."""
         self._tracked = 0  # counters + connectors: /metrics reads it, so counted, not summed
         self._plan()
 
@@ -167,6 +170,7 @@ class ParkKpis:
 
     def _plan(self) -> None:
         self.next_due = min(series.cursor_end for series in self.series) + self.lateness_ms
+        self.newest_cursor = max(series.cursor for series in self.series)
 
     def _close(self, series: Series, emit: Callable[[KpiRecord], None]) -> None:
         start, end, acc = series.step()
