@@ -227,7 +227,10 @@ class Analytics:
                 await self._append(record)
                 outputs = self._apply_record(record, batch)
             for point in batch:
-                await out.put(point)
+                if out.full():
+                    await out.put(point)
+                else:
+                    out.put_nowait(point)  # no coroutine while there is room (per point)
             await self._emit(outputs, out)
             for _ in batch:
                 inbox.task_done()
