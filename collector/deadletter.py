@@ -184,6 +184,12 @@ async def run_dead_letters(
 async def _write_until_durable(
     sink: DeadLetterFile, letters: list[DeadLetter], metrics: Metrics
 ) -> None:
+    held = len(letters)
+    # `failed` must not close over `letters`: tenacity's retrying object and its call state
+    # refer to each other, so whatever the callback holds lives until a garbage collection,
+    # and with the collector's thresholds (parkwatch/cli.py) that kept megabyte payloads of a
+    # backlog alive (test_a_backlog_of_large_payloads_keeps_peak_memory_bounded_by_bytes).
+
     def failed(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         reason = f"cannot write {sink.path}: {getattr(exc, 'strerror', None) or exc}"
@@ -193,7 +199,7 @@ async def _write_until_durable(
             log.error(
                 "%s; holding %d dead letters unacked and retrying (the broker keeps them)",
                 reason,
-                len(letters),
+                held,
             )
         sink.error = reason
 
