@@ -8,7 +8,10 @@ polling delay; the flush interval of the collector's batcher, 1 s by default, do
 
 Rule fire latency (message received -> alert transition emitted) is measured inside the collector
 by the rules stage; it is read from ``/metrics`` at the end: the first histogram whose name says
-``fire`` (``parkwatch_*fire*``). If the collector exports none, the slot says so.
+``fire`` (``parkwatch_*fire*``). If the collector exports none, the slot says so. So that there is
+something to measure (the load's values are healthy), a probe charger publishes with every latency
+probe, its connector alternately ``Faulted`` and ``Available``: the pack's ``ChargerFaulted``
+fires and resolves at once, ~10 transitions a second.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from bench.report import histogram_quantile, percentile
 from parkwatch.localservers import InfluxDB1, Mosquitto, wait_for
 from parkwatch.schema import Kind, telemetry_topic
 
-__all__ = ["PROBE_DEVICE", "fire_latency", "measure_live"]
+__all__ = ["PROBE_CHARGER", "PROBE_DEVICE", "fire_latency", "measure_live"]
 
 PROBE_DEVICE: Final = "latency-probe"
+PROBE_CHARGER: Final = "fire-probe"
 POLL_S: Final = 0.025
 PROBE_TIMEOUT_S: Final = 30.0
 """After the load, how long the last probes may take to become queryable."""
@@ -114,6 +118,17 @@ def _start_load(
     return load
 
 
+def _fire_probe(ts_ms: int, seq: int) -> dict[str, Any]:
+    """A charger reading that makes ``ChargerFaulted`` fire (even ``seq``) or resolve (odd)."""
+    faulted = seq % 2 == 0
+    return {
+        "ts": ts_ms,
+        "connector_id": 1,
+        "status": "Faulted" if faulted else "Available",
+        "error_code": "GroundFailure" if faulted else "NoError",
+    }
+
+
 def measure_live(
     collector: CollectorProcess,
     *,
@@ -129,6 +144,7 @@ def measure_live(
 ) -> dict[str, Any]:
     """Run the load and the probes against ``collector`` (started, healthy); return figures."""
     probe_topic = telemetry_topic(parks[0], Kind.MICROGRID, PROBE_DEVICE, prefix=prefix)
+    fire_topic = telemetry_topic(parks[0], Kind.CHARGER, PROBE_CHARGER, prefix=prefix)
     client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     client.connect(broker.host, broker.port)
     client.loop_start()
@@ -146,10 +162,11 @@ def measure_live(
             payload = {"ts": int(now * 1000), "frequency_hz": 50.0, "seq": seq}
             sent[seq] = now
             client.publish(probe_topic, orjson.dumps(payload), qos=1)
+            client.publish(fire_topic, orjson.dumps(_fire_probe(int(now * 1000), seq)), qos=1)
         stdout, _ = load.communicate(timeout=LOAD_TIMEOUT_S)
         received_at_end = collector.scrape().value("parkwatch_messages_received_total")
         report = orjson.loads(stdout.strip().splitlines()[-1])
-        lag = max(0.0, report["acked"] + len(sent) - received_at_end)
+        lag = max(0.0, report["acked"] + 2 * len(sent) - received_at_end)  # two probes each
 
         def all_seen() -> bool:
             collector.check_alive()

@@ -184,10 +184,11 @@ async def run_dead_letters(
 async def _write_until_durable(
     sink: DeadLetterFile, letters: list[DeadLetter], metrics: Metrics
 ) -> None:
-    held = len(letters)  # not the letters: tenacity's retrying object ends up in a reference
-    # cycle (through its thread-local state) that only a full GC frees; a closure over the
-    # letters kept every batch's payloads alive with it (50 MiB of 1 MB payloads, past the
-    # in-flight byte bound of 8 MiB).
+    held = len(letters)
+    # `failed` must not close over `letters`: tenacity's retrying object and its call state
+    # refer to each other, so whatever the callback holds lives until a garbage collection,
+    # and with the collector's thresholds (parkwatch/cli.py) that kept megabyte payloads of a
+    # backlog alive (test_a_backlog_of_large_payloads_keeps_peak_memory_bounded_by_bytes).
 
     def failed(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None

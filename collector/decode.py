@@ -1,8 +1,10 @@
 """Decode and validate: raw MQTT message -> ``Point`` (with its line) or ``DeadLetter``.
 
 This is where a message becomes an InfluxDB point: topic parsed, payload validated by the kind's
-pydantic model, ``ts`` checked against the clock, then one line encoded with measurement = kind,
-tags ``park`` and ``device`` (and ``connector`` for chargers), fields = the payload's fields.
+pydantic model (a well-formed one by its exact equivalent, the fast path in
+``collector/fastpath.py``), ``ts`` checked against the clock, then one line encoded with
+measurement = kind, tags ``park`` and ``device`` (and ``connector`` for chargers), fields = the
+payload's fields.
 
 Status messages (``.../status``, a device's birth message or MQTT last will) become points of the
 ``device_status`` measurement with a boolean ``online`` field. A last will (or the bare words
@@ -20,11 +22,13 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import orjson
 from pydantic import ValidationError
 
+from collector.fastpath import FastReader, Reading, fast_readers
 from collector.lineproto import FieldValue, LineEncoder
 from collector.messages import DeadLetter, DroppedField, RawMessage, Reason
 from collector.metrics import Metrics
@@ -38,8 +42,25 @@ _TAG_NAMES: Final = {"connector_id": "connector"}
 log = logging.getLogger(__name__)
 
 MAX_FIELD_NAME: Final = 128
+ROUTE_CACHE_LIMIT: Final = 100_000
+"""Topics whose parse is remembered (a device repeats its topic); the cache starts over past
+this. Saves the topic's parse and validation and the escaping of its series on every message."""
 
 _STATUS_WORDS: Final = {b"online": True, b"offline": False, b"true": True, b"false": False}
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a valid topic decodes to: its parts, its kind's model and fast path, and for a kind
+    without tag fields the series key its lines start with."""
+
+    park: str
+    kind: str
+    device: str
+    channel: str
+    model: type[Telemetry]
+    reader: FastReader | None
+    series: str | None
 
 
 class Decoder:
@@ -52,13 +73,18 @@ class Decoder:
         *,
         topic_prefix: str = "parks",
         clock: Callable[[], float] = time.time,
+        fast_path: bool = True,
     ) -> None:
+        """``fast_path=False`` validates every payload with pydantic (the reference that
+        ``tests/collector/test_fastpath.py`` holds the fast path to)."""
         self._settings = settings
         self._metrics = metrics
         self._prefix = topic_prefix
         self._clock = clock
         self._models = {kind.value: model for kind, model in KIND_MODELS.items()}
+        self._fast = fast_readers(self._models) if fast_path else {}
         self._encoder = LineEncoder()
+        self._routes: dict[str, _Route | tuple[str, str]] = {}
 
     def decode(self, raw: RawMessage) -> Point | DeadLetter:
         """Validate ``raw``; the result carries the message's ack ticket either way."""
@@ -68,42 +94,50 @@ class Decoder:
                 Reason.TOO_LARGE,
                 f"{raw.size} bytes > limit {self._settings.max_payload_bytes}",
             )
-        parts = parse_topic(raw.topic, self._prefix)
-        if isinstance(parts, str):
-            return self._reject(raw, Reason.INVALID_TOPIC, parts)
-        model = self._models.get(parts.kind)
-        if model is None:
-            return self._reject(
-                raw, Reason.UNKNOWN_KIND, f"kind {parts.kind[:40]!r} is not one of {list(Kind)}"
-            )
-        if parts.channel == "status":
-            return self._status(raw, parts.park, parts.kind, parts.device)
-        try:
-            telemetry = model.model_validate_json(raw.payload)
-        except ValidationError as exc:
-            return self._invalid(raw, exc)
-        return self._point(raw, telemetry, parts.park, parts.kind, parts.device)
+        route = self._routes.get(raw.topic) or self._route(raw.topic)
+        if type(route) is tuple:
+            return self._reject(raw, *route)
+        assert isinstance(route, _Route)
+        if route.channel == "status":
+            return self._status(raw, route.park, route.kind, route.device)
+        # Most payloads are well formed: read those without pydantic (collector/fastpath.py
+        # says why, and that the result is the same); the rest are validated by the model.
+        reading = route.reader.read(raw.payload) if route.reader is not None else None
+        if reading is None:
+            try:
+                telemetry = route.model.model_validate_json(raw.payload)
+            except ValidationError as exc:
+                return self._invalid(raw, exc)
+            reading = _reading(telemetry)
+        return self._point(raw, reading, route)
 
-    def _point(
-        self, raw: RawMessage, telemetry: Telemetry, park: str, kind: str, device: str
-    ) -> Point | DeadLetter:
-        ts_ms = telemetry.ts
+    def _route(self, topic: str) -> _Route | tuple[str, str]:
+        """What ``topic`` decodes to, or (reason, detail) to refuse it; remembered (bounded)."""
+        if len(self._routes) >= ROUTE_CACHE_LIMIT:
+            self._routes.clear()
+        parts = parse_topic(topic, self._prefix)
+        route: _Route | tuple[str, str]
+        if isinstance(parts, str):
+            route = (Reason.INVALID_TOPIC, parts)
+        elif (model := self._models.get(parts.kind)) is None:
+            route = (Reason.UNKNOWN_KIND, f"kind {parts.kind[:40]!r} is not one of {list(Kind)}")
+        else:
+            # A kind without tag fields has one series per topic: escaped once, here.
+            tags = (("device", parts.device), ("park", parts.park))
+            series = None if model.tag_fields else self._encoder.series(parts.kind, tags)
+            reader = self._fast.get(parts.kind)
+            route = _Route(
+                parts.park, parts.kind, parts.device, parts.channel, model, reader, series
+            )
+        self._routes[topic] = route
+        return route
+
+    def _point(self, raw: RawMessage, reading: Reading, route: _Route) -> Point | DeadLetter:
+        park, kind, device = route.park, route.kind, route.device
+        ts_ms, fields, tag_fields, extra = reading
         skew = self._skew(ts_ms)
         if skew is not None:
             return self._reject(raw, Reason.CLOCK_SKEW, skew)
-        fields: dict[str, FieldValue] = {}
-        tags: list[tuple[str, str]] = [("device", device), ("park", park)]
-        tag_fields = telemetry.tag_fields
-        # __dict__ holds the declared fields only; extras are checked separately below.
-        for name, value in telemetry.__dict__.items():
-            if value is None or name == "ts":
-                continue
-            if name in tag_fields:
-                tags.append((_TAG_NAMES.get(name, name), str(value)))
-            else:
-                # Store enum members (OCPP status, error code) as their plain string value.
-                fields[name] = value.value if isinstance(value, enum.Enum) else value
-        extra = telemetry.__pydantic_extra__
         if extra:
             rejected = self._take_extras(extra, fields)
             if rejected is not None:
@@ -111,11 +145,18 @@ class Decoder:
         if not fields:
             return self._reject(raw, Reason.INVALID_PAYLOAD, "no fields besides ts")
         connector = ""
-        if tag_fields:
+        series = route.series
+        if series is None:
+            tags = [("device", device), ("park", park)]
+            tags += [(_TAG_NAMES.get(name, name), value) for name, value in tag_fields]
             tags.sort()
             connector = next((value for key, value in tags if key == "connector"), "")
-        line = self._encoder.encode(kind, tuple(tags), fields, ts_ms)
-        return Point(park, kind, device, ts_ms, fields, line, raw.ticket, connector)
+            series = self._encoder.series(kind, tuple(tags))
+        line = self._encoder.line(series, fields, ts_ms)
+        return Point(
+            park, kind, device, ts_ms, fields, line, raw.ticket, connector,
+            received_at=raw.received_at,
+        )  # fmt: skip
 
     def _take_extras(self, extra: dict[str, object], fields: dict[str, FieldValue]) -> str | None:
         """Keep finite numeric and boolean extras (numbers as float); None, or why to reject."""
@@ -178,6 +219,7 @@ class Decoder:
             raw.ticket,
             device_kind=kind,
             ts_from_receipt=from_receipt,
+            received_at=raw.received_at,
         )
 
     def _skew(self, ts_ms: int) -> str | None:
@@ -204,6 +246,23 @@ class Decoder:
 
     def _reject(self, raw: RawMessage, reason: str, detail: str) -> DeadLetter:
         return _dead_letter(raw, reason, detail)
+
+
+def _reading(telemetry: Telemetry) -> Reading:
+    """A validated model as the fast path reads a payload (see ``collector.fastpath.Reading``)."""
+    fields: dict[str, FieldValue] = {}
+    tags: list[tuple[str, str]] = []
+    tag_fields = telemetry.tag_fields
+    # __dict__ holds the declared fields only; extras are checked separately (_take_extras).
+    for name, value in telemetry.__dict__.items():
+        if value is None or name == "ts":
+            continue
+        if name in tag_fields:
+            tags.append((name, str(value)))
+        else:
+            # Store enum members (OCPP status, error code) as their plain string value.
+            fields[name] = value.value if isinstance(value, enum.Enum) else value
+    return telemetry.ts, fields, tags, telemetry.__pydantic_extra__
 
 
 def _dead_letter(raw: RawMessage, reason: str, detail: str) -> DeadLetter:
@@ -246,7 +305,9 @@ async def run_decoder(
     reader: back-pressure reaches the broker, which holds the unacked QoS 1 messages."""
     bugs = _SeenBugs()
     while True:
-        raw = await inbox.get()
+        # The queue methods without a coroutine while there is something (room) there: a
+        # third of a hand-off's cost, per message (never a yield to the loop either way).
+        raw = inbox.get_nowait() if not inbox.empty() else await inbox.get()
         try:
             result = decoder.decode(raw)
         except Exception as exc:  # a decoder bug must cost one message, not the collector
@@ -266,7 +327,10 @@ async def run_decoder(
                     observe(result)
                 except Exception:  # an observer's bug must not stop ingestion
                     log.exception("point observer failed")
-            await points.put(result)
+            if points.full():
+                await points.put(result)
+            else:
+                points.put_nowait(result)
         else:
             await dead.put(result)
         inbox.task_done()

@@ -25,7 +25,8 @@ __all__ = [
 
 
 CACHE_LIMIT: Final = 100_000
-"""Series and field keys remembered by ``LineEncoder``; the caches start over past this."""
+"""Series and field keys (with their ``=``) remembered by ``LineEncoder``; the caches start over
+past this."""
 _INF: Final = float("inf")
 
 _TAG_ESCAPES: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -78,6 +79,10 @@ class LineEncoder:
         timestamp: int,
     ) -> str:
         """One point as a line; ``tags`` sorted by key, as a tuple (it is the cache key)."""
+        return self.line(self.series(measurement, tags), fields, timestamp)
+
+    def series(self, measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+        """The escaped series key (``measurement,tag=value,...``) that starts a line."""
         series = self._series.get((measurement, tags))
         if series is None:
             if len(self._series) >= CACHE_LIMIT:
@@ -86,6 +91,10 @@ class LineEncoder:
                 f",{escape_tag(k)}={escape_tag(v)}" for k, v in tags if v != ""
             )
             self._series[(measurement, tags)] = series
+        return series
+
+    def line(self, series: str, fields: Mapping[str, FieldValue], timestamp: int) -> str:
+        """A line from a ``series`` key (as made by :meth:`series`), fields and timestamp."""
         keys = self._keys
         parts = []
         for name, value in fields.items():
@@ -93,14 +102,13 @@ class LineEncoder:
             if key is None:
                 if len(keys) >= CACHE_LIMIT:
                     keys.clear()
-                key = keys[name] = escape_tag(name)
-            kind = type(value)
-            if kind is float:
-                if value != value or value in (_INF, -_INF):  # noqa: PLR0124 - the NaN test
+                key = keys[name] = escape_tag(name) + "="
+            if type(value) is float:
+                if not -_INF < value < _INF:  # NaN fails both comparisons
                     raise ValueError("line protocol cannot carry NaN or infinity")
-                parts.append(f"{key}={value!r}")
+                parts.append(key + repr(value))
             else:
-                parts.append(f"{key}={field_value(value)}")
+                parts.append(key + field_value(value))
         if not parts:
             raise ValueError("a point needs at least one field")
         return f"{series} {','.join(parts)} {timestamp}"

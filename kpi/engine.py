@@ -88,10 +88,11 @@ class KpiEngine:
         readings: list[tuple[str, float]] = []
         for field, total in sources:
             value = fields.get(field)
-            if isinstance(value, bool) or not isinstance(value, float | int):
-                continue  # absent, or not a number (a bool is an int, but not a count)
-            if math.isfinite(value):
-                readings.append((total, float(value)))
+            if type(value) is float:  # the decoder's counters: tested first, cheapest
+                if -math.inf < value < math.inf:
+                    readings.append((total, value))
+            elif isinstance(value, int) and not isinstance(value, bool) and math.isfinite(value):
+                readings.append((total, float(value)))  # absent, text or a bool: not a count
         status = fields.get("status") if point.kind == "charger" else None
         if not readings and not isinstance(status, str):
             return
@@ -107,8 +108,9 @@ class KpiEngine:
         if not fresh:
             self._metrics.stale.labels(point.park).inc()
             return
-        for window in park.late_windows(ts):
-            self._metrics.late.labels(point.park, window).inc()
+        if ts < park.newest_cursor:  # late for one window kind at least
+            for window in park.late_windows(ts):
+                self._metrics.late.labels(point.park, window).inc()
 
     def advance(self, park: str, now_ms: int, emit: Emit) -> None:
         """Close the park's windows whose end plus lateness ``now_ms`` has passed."""

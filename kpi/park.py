@@ -40,12 +40,14 @@ class ParkKpis:
     """The KPI state of one park; see the module docstring."""
 
     __slots__ = (
+        "_tracked",
         "connectors",
         "devices",
         "emission_factor",
         "horizon",
         "lateness_ms",
         "max_gap_ms",
+        "newest_cursor",
         "next_due",
         "park",
         "series",
@@ -75,6 +77,9 @@ class ParkKpis:
         self.horizon = 0
         """No device is expected and no status holds from here on (the last reading + max_gap)."""
         self.next_due = 0
+        self.newest_cursor = 0
+        """The latest start of an open window: a reading before it is late for some kind."""
+        self._tracked = 0  # counters + connectors: /metrics reads it, so counted, not summed
         self._plan()
 
     # -- taking readings ----------------------------------------------------------------------
@@ -92,6 +97,7 @@ class ParkKpis:
             track = tracks.get(total)
             if track is None:
                 tracks[total] = Track(ts, ts, value)
+                self._tracked += 1
                 fresh = True
                 continue
             if ts <= track.last_ts:
@@ -118,6 +124,7 @@ class ParkKpis:
         previous = self.connectors.get(key)
         if previous is None:
             self.connectors[key] = Connector(status, ts)
+            self._tracked += 1
         elif ts <= previous.since:
             return False
         else:
@@ -130,7 +137,10 @@ class ParkKpis:
 
     def tracked(self) -> int:
         """Device counters and connectors held."""
-        return sum(len(tracks) for tracks in self.devices.values()) + len(self.connectors)
+        return self._tracked
+
+    def _count_tracked(self) -> None:
+        self._tracked = sum(len(tracks) for tracks in self.devices.values()) + len(self.connectors)
 
     def late_windows(self, ts: int) -> list[str]:
         """The window kinds whose window holding ``ts`` has closed already."""
@@ -160,6 +170,7 @@ class ParkKpis:
 
     def _plan(self) -> None:
         self.next_due = min(series.cursor_end for series in self.series) + self.lateness_ms
+        self.newest_cursor = max(series.cursor for series in self.series)
 
     def _close(self, series: Series, emit: Callable[[KpiRecord], None]) -> None:
         start, end, acc = series.step()
@@ -233,8 +244,10 @@ class ParkKpis:
                 for key, tracks in self.devices.items()
             )
             self.devices = {key: tracks for key, tracks in kept if tracks}
+            self._count_tracked()
         if any(connector.since <= oldest for connector in self.connectors.values()):
             self.connectors = {k: c for k, c in self.connectors.items() if c.since > oldest}
+            self._count_tracked()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -267,4 +280,5 @@ class ParkKpis:
         }
         for series in self.series:
             series.load(data["series"][series.name])
+        self._count_tracked()
         self._plan()

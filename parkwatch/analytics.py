@@ -7,7 +7,8 @@
       -> each point: park clock observes it -> engines advance -> engines apply
            (a status without a ts of its own is placed at the park's clock instead, see below)
            KPI engine (kpi/)   -> KpiRecord  -> the rules engine takes it, and a park_kpi point
-           rules engine (rules/) -> AlertTransition -> an alerts point, notify, /api/v1/alerts
+           rules engine (rules/) -> AlertTransition -> an alerts point, /api/v1/alerts, and
+                                    notify at once (as it is emitted, before the batch moves on)
       -> the batch's points -> writer queue          (unchanged: telemetry is written as it came)
       -> derived points (park_kpi, alerts) -> writer queue, each kept in an outbox until the
          writer has written or spooled it (so a snapshot never forgets an unwritten KPI)
@@ -72,6 +73,9 @@ JOURNAL_RETRY_S: Final = (0.1, 5.0)
 ERROR_LOG_INTERVAL_S: Final = 30.0
 
 _ALERT_TAGS: Final = ("alertname", "connector", "device", "kind", "park", "severity")
+_FIRE_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5, 10.0, 30.0
+)  # fmt: skip
 _NOTIFIED: Final = frozenset({AlertState.FIRING, AlertState.RESOLVED})
 
 
@@ -117,6 +121,13 @@ class _Metrics:
             "Derived points (park_kpi, alerts) handed to the writer and not yet safe.",
             registry=r,
         )
+        self.fire_latency = Histogram(
+            "parkwatch_rule_fire_latency_seconds",
+            "Seconds from receiving the MQTT message that made an alert fire or resolve to the "
+            "transition being emitted (handed to notifications).",
+            buckets=_FIRE_BUCKETS,
+            registry=r,
+        )
 
 
 class Analytics:
@@ -151,6 +162,7 @@ class Analytics:
         self._outbox: dict[int, str] = {}  # derived ticket -> line, until written or spooled
         self._next_ticket = DERIVED_TICKETS
         self._observers: list[Callable[[Output], None]] = []
+        self._received_at = 0.0  # the receipt of the message being applied (0: none)
         self._error_logged: dict[str, float] = {}
         self._last_snapshot = 0.0
         self.journal_ok = True
@@ -232,7 +244,10 @@ class Analytics:
                 await self._append(record)
                 outputs = self._apply_record(record, batch)
             for point in batch:
-                await out.put(point)
+                if out.full():
+                    await out.put(point)
+                else:
+                    out.put_nowait(point)  # no coroutine while there is room (per point)
             await self._emit(outputs, out)
             for _ in batch:
                 inbox.task_done()
@@ -320,6 +335,7 @@ class Analytics:
         engines = self._engines
         held = self._held
         for index, point in enumerate(points):
+            self._received_at = point.received_at  # what a transition's latency counts from
             if point.ts_from_receipt:
                 clock = clocks.now(point.park, wall)
                 if clock is None:
@@ -339,6 +355,7 @@ class Analytics:
                     engine.apply(point, emit)
                 except Exception as exc:  # noqa: BLE001 - one bad point or rule must not stop the stage
                     self._engine_failed(engine, "apply", point, exc)
+        self._received_at = 0.0
         return outputs
 
     def _tick(self, wall: float, emit: Callable[[Output], None]) -> None:
@@ -377,6 +394,7 @@ class Analytics:
 
         def emit(output: Output) -> None:
             outputs.append(output)
+            self._announce(output)
             if isinstance(output, KpiRecord):
                 for engine in engines:
                     try:
@@ -428,13 +446,31 @@ class Analytics:
 
     # -- what the engines emit ----------------------------------------------------------------
 
+    def _announce(self, output: Output) -> None:
+        """Hand an output to the observers and, a firing or resolved alert, to notifications.
+
+        At once, as the engine emits it (both hand-offs are synchronous and never block): the
+        rest of the batch and a full writer queue (back-pressure) do not delay an alert.
+        """
+        for observer in self._observers:
+            try:
+                observer(output)
+            except Exception:
+                log.exception("output observer failed")
+        if isinstance(output, KpiRecord) or output.alert.state not in _NOTIFIED:
+            return
+        if self._received_at:
+            latency = time.time() - self._received_at
+            self._metrics.fire_latency.observe(max(0.0, latency))
+        if self._notify is not None:
+            try:
+                self._notify(output)
+            except Exception:
+                log.exception("notification hand-off failed")
+
     async def _emit(self, outputs: list[Output], out: asyncio.Queue[Point]) -> None:
+        """The outputs' points to the writer (announced already, see ``_announce``)."""
         for output in outputs:
-            for observer in self._observers:
-                try:
-                    observer(output)
-                except Exception:
-                    log.exception("output observer failed")
             if isinstance(output, KpiRecord):
                 self._metrics.outputs.labels("kpi").inc()
                 line = self._kpi_line(output)
@@ -444,11 +480,6 @@ class Analytics:
             self._metrics.outputs.labels(output.alert.state.value).inc()
             if output.alert.state in _NOTIFIED:
                 await out.put(self._derived(self._alert_line(output)))
-                if self._notify is not None:
-                    try:
-                        self._notify(output)
-                    except Exception:
-                        log.exception("notification hand-off failed")
 
     def _derived(self, line: str) -> Point:
         ticket = self._next_ticket

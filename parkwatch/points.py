@@ -45,6 +45,9 @@ class Point:
     """The message had no ``ts`` of its own (an MQTT last will, the bare words online/offline):
     ``ts_ms`` is its receive time, which says nothing about the park's event time. Such a point
     does not move the park's clock; the analytics stage places it at that clock (``placed_at``)."""
+    received_at: float = 0.0
+    """When its MQTT message came in (epoch seconds); 0 for derived and replayed points. The
+    rules' fire latency (``parkwatch_rule_fire_latency_seconds``) is measured from it."""
 
     def placed_at(self, ts_ms: int) -> Point:
         """This point at event time ``ts_ms``, its line re-stamped (the timestamp ends it)."""

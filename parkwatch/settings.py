@@ -360,7 +360,11 @@ class WriterSettings(_Section):
     """How lines are batched and written."""
 
     batch_size: int = Field(default=5000, ge=1)
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    flush_interval_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="A batch is written at the latest this long after its first line.",
+    )
     max_concurrent_writes: int = Field(default=2, ge=1)
     retry_max_attempts: int = Field(
         default=4, ge=1, description="Attempts before a batch goes to the spool."

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from collector import decode as decode_module
 from collector.decode import Decoder, run_decoder
 from collector.messages import DeadLetter, RawMessage, Reason
 from collector.metrics import Metrics
@@ -720,3 +721,26 @@ async def test_a_decoder_bug_is_internal_error_with_one_traceback_not_a_device_e
     assert "KeyError" in letters[0].detail
     tracebacks = [record for record in caplog.records if record.exc_info]
     assert len(tracebacks) == 1, [record.getMessage() for record in caplog.records]
+
+
+# -- the route cache -----------------------------------------------------------------------------
+
+
+def test_remembered_topics_decode_as_a_fresh_decoder_would_also_past_the_cache_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(decode_module, "ROUTE_CACHE_LIMIT", 3)
+    decoder = make_decoder()
+    topics = [
+        *(f"parks/p{n}/microgrid/mg-{n}/telemetry" for n in range(5)),
+        "parks/p0/charger/cp 1/telemetry",
+        "parks/p0/nuclear/x/telemetry",
+        "parks/p0/microgrid/a\\b/telemetry",
+        "parks/p0/site5g/g-1/status",
+    ]
+    payload = orjson.dumps({"ts": NOW_MS, "pv_kw": 1.5, "status": "Faulted", "connector_id": 2})
+    for _ in range(3):  # cold, then remembered, and the cache starts over in between
+        for topic in topics:
+            body = b"offline" if topic.endswith("/status") else payload
+            raw = RawMessage(topic, body, RECEIVED_S, TICKET)
+            assert repr(decoder.decode(raw)) == repr(make_decoder().decode(raw))

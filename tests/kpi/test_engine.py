@@ -603,3 +603,26 @@ def test_the_engine_agrees_with_the_offline_reference_on_a_simulated_day_with_fa
     assert day["ev_faulted_pct"] > 0
     # The storage gap and the reset leave some windows without a value, not all.
     assert 0 < sum("storage_charged_kwh" not in f for k, f in closed.items() if k[0] == "1m") < 60
+
+
+def test_the_tracked_gauge_counts_what_is_held_through_new_devices_forgetting_and_restore() -> None:
+    """``parkwatch_kpi_tracked_counters`` is kept as a count (read at every scrape): it must
+    equal what the state holds as devices come, go silent and are forgotten, and after a
+    restore."""
+
+    def held(feed: KpiFeed) -> int:
+        parks = feed.engine.snapshot()["parks"].values()
+        return sum(len(p["tracks"]) + len(p["connectors"]) for p in parks)
+
+    feed = KpiFeed()
+    feed.microgrid("mg-gone", T, load_kwh=0, pv_kwh=0)
+    feed.charger("cp-1", 1, T, "Charging", energy_kwh=0)
+    feed.charger("cp-1", 2, T, "Available", energy_kwh=0)
+    assert feed.metric("parkwatch_kpi_tracked_counters") == held(feed) == 6
+    for n, at in enumerate(range(T, T + 2 * DAY, 60 * S)):  # mg-gone and cp-1 are forgotten
+        feed.microgrid("mg-1", at, load_kwh=(at - T) / S)
+        if n % 97 == 0:
+            assert feed.metric("parkwatch_kpi_tracked_counters") == held(feed)
+    assert feed.metric("parkwatch_kpi_tracked_counters") == held(feed) == 1
+    reborn = feed.reborn()
+    assert reborn.metric("parkwatch_kpi_tracked_counters") == held(reborn) == 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -295,3 +297,43 @@ async def test_a_journal_that_cannot_be_written_holds_the_batch(
         assert rig.written == []  # held
         await until(lambda: len(rig.written) == 1, what="written once the disk takes it")
         assert rig.stage.journal_ok
+
+
+async def test_an_alert_is_notified_as_it_fires_even_while_the_writer_queue_is_full(
+    tmp_path: Path,
+) -> None:
+    """Writer back-pressure (a full queue towards the writer) must not hold a notification
+    back, and the time from the message's receipt to the transition is measured."""
+    clocks = ParkClocks()
+    registry = CollectorRegistry()
+    notified: list[AlertTransition] = []
+    stage = Analytics(
+        StateSettings(directory=tmp_path, snapshot_interval_s=3600),
+        [MinuteCounter(clocks), Threshold()],
+        clocks,
+        registry,
+        notify=notified.append,
+        wall=Wall(),
+    )
+    inbox: asyncio.Queue[Point] = asyncio.Queue(100)
+    out: asyncio.Queue[Point] = asyncio.Queue(1)
+    await stage.open()
+    running = asyncio.create_task(stage.run(inbox, out))
+    try:
+        await until(stage._ready.is_set, what="recovered")
+        out.put_nowait(reading("p", 0))  # the writer is stuck: nothing leaves this queue
+        received = time.time() - 0.5
+        for point in stream("p", 0, [5, 1]):
+            inbox.put_nowait(dataclasses.replace(point, received_at=received))
+        await until(lambda: bool(notified), what="the alert notified", alive=running)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await stage.close()
+    assert [t.alert.state for t in notified] == [AlertState.FIRING]
+    assert out.full()
+    count = registry.get_sample_value("parkwatch_rule_fire_latency_seconds_count")
+    total = registry.get_sample_value("parkwatch_rule_fire_latency_seconds_sum")
+    assert count == 1
+    assert total is not None
+    assert 0.5 <= total < 60
