@@ -35,7 +35,7 @@ import orjson
 
 from bench.backlog import balanced_parks
 from bench.backlog import telemetry as make_telemetry
-from bench.procstat import loadavg
+from bench.procstat import cpu_seconds, loadavg
 from bench.profile import PySpy, py_spy_path
 from collector.adapters.mqtt import MqttSource
 from collector.messages import RawMessage
@@ -260,6 +260,8 @@ def _rounds(
 ) -> None:
     rates: dict[str, list[float]] = {name: [] for name in variants}
     cpu_us: dict[str, list[float]] = {name: [] for name in variants}
+    influx_us: dict[str, list[float]] = {name: [] for name in variants}
+    influx_pid = influx.pid if influx is not None else None
     for number in range(args.rounds):
         # Alternate the order, so no variant always meets a machine warmed by another.
         order = list(variants) if number % 2 == 0 else list(variants)[::-1]
@@ -267,21 +269,25 @@ def _rounds(
             # A fresh backlog each time: timestamps within the decoder's skew limits.
             backlog = _backlog(args.messages, args.devices, args.parks)
             tag = f"stages_r{number}_{len(rates[name])}_{abs(hash(name)) % 10000}"
+            influx_before = cpu_seconds(influx_pid) if influx_pid else 0.0
             elapsed, cpu = run_once(workdir, backlog, influx, tag, variants[name])
+            influx_cpu = (cpu_seconds(influx_pid) - influx_before) if influx_pid else 0.0
             del backlog  # frozen objects are still freed by reference counting
             rates[name].append(args.messages / elapsed)
             cpu_us[name].append(cpu / args.messages * 1e6)
+            influx_us[name].append(influx_cpu / args.messages * 1e6)
             print(
                 f"round {number + 1} {name}: {rates[name][-1]:,.0f} msg/s, "
-                f"{cpu_us[name][-1]:.1f} CPU us/msg",
+                f"{cpu_us[name][-1]:.1f} CPU us/msg (InfluxDB {influx_us[name][-1]:.1f})",
                 flush=True,
             )
     print(f"{args.sink} sink, {args.rounds} rounds; load average {' '.join(map(str, loadavg()))}")
     for name in variants:
-        r, c = rates[name], cpu_us[name]
+        r, c, i = rates[name], cpu_us[name], influx_us[name]
         print(
             f"  {name:>12}: median {statistics.median(r):8,.0f} msg/s [{min(r):,.0f} - "
             f"{max(r):,.0f}], {statistics.median(c):5.1f} CPU us/msg [{min(c):.1f} - {max(c):.1f}]"
+            f"; InfluxDB {statistics.median(i):5.1f} CPU us/msg [{min(i):.1f} - {max(i):.1f}]"
         )
 
 
