@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from parkwatch.events import KPI_FIELDS
+
 __all__ = [
     "ENERGY_TOTALS",
     "KGCE_PER_KWH",
@@ -37,32 +39,6 @@ ENERGY_TOTALS: Final[tuple[str, ...]] = (
     "ev_energy_kwh",
 )
 """Counter totals summed over a park's devices, in the order fields are written."""
-
-KPI_FIELDS: Final[tuple[str, ...]] = (
-    "pv_kwh",
-    "load_kwh",
-    "grid_import_kwh",
-    "grid_export_kwh",
-    "self_consumption_pct",
-    "self_sufficiency_pct",
-    "emission_factor_kg_per_kwh",
-    "co2_kg",
-    "carbon_intensity_kg_per_kwh",
-    "carbon_intensity_t_per_tce",
-    "storage_charged_kwh",
-    "storage_discharged_kwh",
-    "storage_rte_pct",
-    "site5g_energy_kwh",
-    "site5g_traffic_gb",
-    "site5g_kwh_per_gb",
-    "ev_energy_kwh",
-    "ev_green_kwh",
-    "ev_green_share_pct",
-    "ev_utilisation_pct",
-    "ev_faulted_pct",
-    "peak_demand_kw",
-)
-"""Every field a ``park_kpi`` point can carry, in the README's order."""
 
 
 @dataclass(frozen=True, slots=True)

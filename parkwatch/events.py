@@ -18,11 +18,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from parkwatch.points import Point
 
 __all__ = [
+    "KPI_FIELDS",
     "KPI_MEASUREMENT",
     "KPI_WINDOWS",
     "Alert",
@@ -37,6 +38,32 @@ __all__ = [
 KPI_MEASUREMENT = "park_kpi"
 KPI_WINDOWS = ("1m", "15m", "1h", "1d")
 """Window names, shortest first; ``1d`` is aligned to local midnight in the park's time zone."""
+KPI_FIELDS: Final[tuple[str, ...]] = (
+    "pv_kwh",
+    "load_kwh",
+    "grid_import_kwh",
+    "grid_export_kwh",
+    "self_consumption_pct",
+    "self_sufficiency_pct",
+    "emission_factor_kg_per_kwh",
+    "co2_kg",
+    "carbon_intensity_kg_per_kwh",
+    "carbon_intensity_t_per_tce",
+    "storage_charged_kwh",
+    "storage_discharged_kwh",
+    "storage_rte_pct",
+    "site5g_energy_kwh",
+    "site5g_traffic_gb",
+    "site5g_kwh_per_gb",
+    "ev_energy_kwh",
+    "ev_green_kwh",
+    "ev_green_share_pct",
+    "ev_utilisation_pct",
+    "ev_faulted_pct",
+    "peak_demand_kw",
+)
+"""Every field a ``park_kpi`` point can carry, in the README's order (computed in ``kpi/``,
+read by ``park_kpi:<window>`` rules)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from parkwatch.events import KPI_WINDOWS
+from parkwatch.events import KPI_FIELDS, KPI_WINDOWS
 from parkwatch.points import STATUS_MEASUREMENT
 from parkwatch.schema import KIND_MODELS, Kind
 from rules.expr import FieldType, Type
@@ -29,31 +29,6 @@ __all__ = [
 
 DEVICE_KINDS: Final = tuple(kind.value for kind in Kind)
 
-KPI_FIELDS: Final = (
-    "pv_kwh",
-    "load_kwh",
-    "grid_import_kwh",
-    "grid_export_kwh",
-    "self_consumption_pct",
-    "self_sufficiency_pct",
-    "emission_factor_kg_per_kwh",
-    "co2_kg",
-    "carbon_intensity_kg_per_kwh",
-    "carbon_intensity_t_per_tce",
-    "storage_charged_kwh",
-    "storage_discharged_kwh",
-    "storage_rte_pct",
-    "site5g_energy_kwh",
-    "site5g_traffic_gb",
-    "site5g_kwh_per_gb",
-    "ev_energy_kwh",
-    "ev_green_kwh",
-    "ev_green_share_pct",
-    "ev_utilisation_pct",
-    "ev_faulted_pct",
-    "peak_demand_kw",
-)
-"""The ``park_kpi`` fields (README, "Green KPIs"): what a ``park_kpi:<window>`` rule can read."""
 
 SOURCES: Final = (*DEVICE_KINDS, "any", STATUS_MEASUREMENT, *(f"park_kpi:{w}" for w in KPI_WINDOWS))
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
-from time import time
 from typing import Final
 
 import orjson
@@ -29,6 +27,7 @@ from parkwatch.errors import (
     SinkRejected,
     SinkUnavailable,
 )
+from parkwatch.httpheaders import retry_after_seconds
 
 __all__ = ["LIMITS", "error_for_status", "error_text", "retry_after_seconds"]
 
@@ -49,21 +48,6 @@ _MISSING: Final = (
     ("database not found", "database"),
 )
 _BUCKET_MISSING: Final = re.compile(r"bucket .* not found")
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Parse a Retry-After header (seconds or an HTTP date)."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
-    except (TypeError, ValueError):
-        return None
 
 
 def error_text(body: str) -> str:

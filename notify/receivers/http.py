@@ -8,31 +8,15 @@ request cannot succeed, so it is not retried). Connection errors and timeouts ar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
-from time import time
 
 import aiohttp
 
 from parkwatch.errors import NotifyError, NotifyRejected, NotifyUnavailable
+from parkwatch.httpheaders import retry_after_seconds
 
 __all__ = ["error_for_status", "post", "retry_after_seconds"]
 
 _RETRYABLE_4XX = frozenset({408, 425, 429})
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Parse a Retry-After header (seconds or an HTTP date)."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
-    except (TypeError, ValueError):
-        return None
 
 
 def error_for_status(

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from collector.sink import make_sink
+from parkwatch.events import KPI_FIELDS
 from parkwatch.localservers import InfluxDB1, Mosquitto
 from parkwatch.selfmetrics import SelfMetrics
 from simulators.faults import Scenario
@@ -233,14 +234,6 @@ def _prepare_variables(query: Query, server: InfluxDB1, database: str, now: date
 
 
 CONTRACT_PARKS = ("lingang", "zhangjiang")
-KPI_FIELDS = (
-    "pv_kwh", "load_kwh", "grid_import_kwh", "grid_export_kwh", "self_consumption_pct",
-    "self_sufficiency_pct", "emission_factor_kg_per_kwh", "co2_kg",
-    "carbon_intensity_kg_per_kwh", "carbon_intensity_t_per_tce", "storage_charged_kwh",
-    "storage_discharged_kwh", "site5g_energy_kwh", "site5g_traffic_gb", "site5g_kwh_per_gb",
-    "ev_energy_kwh", "ev_green_kwh", "ev_green_share_pct", "ev_utilisation_pct",
-    "ev_faulted_pct", "peak_demand_kw",
-)  # fmt: skip
 WINDOWS = {"1m": 60, "15m": 900, "1h": 3600, "1d": 86400}
 
 
