@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import email
-import gc
 import email.policy
+import gc
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
