@@ -665,7 +665,9 @@ class NotifySettings(_Section):
 
     enabled: bool = True
     grafana_url: str | None = Field(
-        default=None, description="Grafana base URL for dashboard links (none: no links)."
+        default=None,
+        description="Grafana base URL for dashboard links, as the people notified reach it "
+        "(default: grafana.url; neither: no links).",
     )
     dashboard_uid: str = Field(default="parkwatch-park", description="The park dashboard's uid.")
     receivers: dict[str, ReceiverSettings] = Field(default_factory=dict)
@@ -781,6 +783,14 @@ class Settings(BaseSettings):
     def _check_influx_auth(self) -> Settings:
         if self.influx.api == "v2" and self.influx.token is None:
             raise ValueError("influx.token is required when influx.api is v2")
+        return self
+
+    @model_validator(mode="after")
+    def _link_to_the_provisioned_grafana(self) -> Settings:
+        """Notifications link to the Grafana the dashboards are provisioned to, unless told
+        otherwise (``notify.grafana_url``: e.g. its public address behind a proxy)."""
+        if self.notify.grafana_url is None and self.grafana.url is not None:
+            self.notify.grafana_url = self.grafana.url
         return self
 
     @classmethod

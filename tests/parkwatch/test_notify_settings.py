@@ -87,3 +87,15 @@ def test_secrets_never_show() -> None:
 def test_mistakes_name_the_setting(notify: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(notify=notify)
+
+
+def test_links_go_to_the_provisioned_grafana_unless_notify_names_another() -> None:
+    provisioned = load_settings(None, grafana={"url": "http://admin:pw@grafana.internal:3000/"})
+    assert provisioned.notify.grafana_url == "http://grafana.internal:3000"  # no credentials
+    public = load_settings(
+        None,
+        grafana={"url": "http://grafana.internal:3000"},
+        notify={"grafana_url": "https://grafana.park.example"},
+    )
+    assert public.notify.grafana_url == "https://grafana.park.example"
+    assert load_settings(None).notify.grafana_url is None
