@@ -214,7 +214,8 @@ class SinkWriter:
 
         Lines known to be refused are taken out first. A refusal that teaches a field type takes
         out every line that conflicts with it and writes the rest again; a request the database
-        refused entirely (``dropped`` = its size) needs no bisecting; otherwise the halves go
+        refused entirely (``dropped`` = its size) needs no bisecting (a limit's refusal of several
+        series is sent again series by series, to learn each); otherwise the halves go
         through the same. ``attempts`` as for `retrying`, and the same for every half: a
         caller that retries forever must not see ``SinkUnavailable`` because the database went
         away mid-bisect.
@@ -235,10 +236,17 @@ class SinkWriter:
                         pending = rest
                         continue
                 if len(pending) == 1 or (exc.dropped is not None and exc.dropped >= len(pending)):
-                    if exc.limit is not None and len({series_key(p.line) for p in pending}) == 1:
-                        # One series, refused by a limit: remember it (with several series,
-                        # another reason could have refused some, and blame a series that is
-                        # fine).
+                    if exc.limit is not None:
+                        series = _by_series(pending)
+                        if len(series) > 1:
+                            # Every line refused, the answer naming one series: another reason
+                            # could have refused some, so send each series on its own and learn
+                            # the ones a limit refuses (else a batch of only new devices would
+                            # teach nothing and cost a request at every later batch).
+                            for lines in series.values():
+                                rejected += await self.write_isolating(lines, attempts)
+                            return rejected
+                        # One series, refused by a limit: remember it.
                         self._refusals.learn_refused_series(pending[0].line, exc.limit)
                     return rejected + [(point, refused) for point in pending]
                 middle = len(pending) // 2
@@ -248,3 +256,11 @@ class SinkWriter:
                 return rejected + left + right
             return rejected
         return rejected
+
+
+def _by_series(points: Sequence[Point]) -> dict[str, list[Point]]:
+    """``points`` grouped by their line's series key, in order."""
+    groups: dict[str, list[Point]] = {}
+    for point in points:
+        groups.setdefault(series_key(point.line), []).append(point)
+    return groups

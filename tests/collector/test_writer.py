@@ -789,6 +789,30 @@ async def test_a_series_refused_by_a_limit_is_remembered_and_a_refused_request_n
     assert sample(metrics, "parkwatch_write_errors_total", kind="rejected") == 1
 
 
+async def test_a_request_of_only_refused_series_is_split_by_series_and_each_one_learnt(
+    sleeps: list[float],
+) -> None:
+    """A batch holding nothing but two new devices' lines is refused whole, the answer naming
+    one of them: each series is sent on its own once, so both are learnt (before, neither was,
+    and each later batch of theirs cost a refused request)."""
+    sink, metrics = TypedFakeSink({}), Metrics()
+    dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+    writer = make_writer(sink, Settled(), dead=dead, metrics=metrics)
+    new_devices = [p for p in make_points(30) if p.device != "d-0"]
+    sink.refused_series = {series_key(p.line) for p in new_devices}
+    assert len(sink.refused_series) == 2
+    async with running(writer.run_worker()):
+        await writer.batches.put(Batch(new_devices))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+        assert sink.requests == 3  # the batch, then each series on its own
+        await writer.batches.put(Batch([p for p in make_points(30, start=30) if p.device != "d-0"]))
+        await asyncio.wait_for(writer.batches.join(), WAIT)
+        assert sink.requests == 3  # both remembered: nothing reached the sink
+    letters = [dead.get_nowait() for _ in range(dead.qsize())]
+    assert len(letters) == 40
+    assert {letter.reason for letter in letters} == {Reason.SERIES_LIMIT}
+
+
 # -- writes failing: health, metrics and logs ------------------------------------------------------
 
 
