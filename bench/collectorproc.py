@@ -25,12 +25,30 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.procstat import cpu_seconds, memory_mb
 from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
 
-__all__ = ["CollectorProcess", "Histogram", "Scrape"]
+__all__ = ["PACKAGES", "CollectorProcess", "Histogram", "Scrape", "compile_sources"]
 
 HTTP_TIMEOUT_S: Final = 5.0
 STOP_TIMEOUT_S: Final = 45.0  # SIGTERM drains for up to 30 s (service.DRAIN_TIMEOUT_S)
 LOG_TAIL_LINES: Final = 30
 ENGINES_LOGGED: Final = re.compile(r"engines: ([^;\n]*)")
+
+PACKAGES: Final = ("parkwatch", "collector", "kpi", "rules", "notify", "dashboards", "simulators")
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+
+def compile_sources() -> None:
+    """Byte-compile parkwatch's packages, as installing a wheel does.
+
+    With the editable install of a checkout, Python compiles each module at its first import and
+    caches it; where ``PYTHONDONTWRITEBYTECODE`` is set (this project's CI machines) it cannot,
+    and every start compiled all of parkwatch again: ~0.2 s of a ~0.9 s startup that no
+    installed collector pays.
+    """
+    import compileall  # noqa: PLC0415
+
+    for package in PACKAGES:
+        compileall.compile_dir(ROOT / package, quiet=1)
+
 
 Histogram = list[tuple[float, float]]
 """Cumulative ``(upper bound, count)`` buckets of a Prometheus histogram, ``+Inf`` last."""

@@ -54,6 +54,7 @@ import orjson
 
 from bench.backlog import balanced_parks, mean_size
 from bench.backlog import telemetry as make_telemetry
+from bench.collectorproc import compile_sources
 from bench.contenders import (
     Bench,
     BenchError,
@@ -282,6 +283,7 @@ def run(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Measure everything; servers are started for the run unless given (tests pass theirs)."""
+    compile_sources()  # the collector starts as installed, not compiling its own source
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-drain-")))

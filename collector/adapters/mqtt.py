@@ -38,7 +38,6 @@ from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_expo
 
 from collector.acks import AckTracker
 from collector.adapters.mqttconn import MqttConnection
-from collector.adapters.mqttpaho import BufferedClient, PahoConnection
 from collector.adapters.mqttparser import ConnAck, Publish
 from collector.adapters.mqttwire import reason_name
 from collector.adapters.takeover import TakeoverGuard
@@ -48,7 +47,7 @@ from collector.retained import RetainedFilter, RetainedKey, RetainedLedger
 from parkwatch.errors import SourceError
 from parkwatch.settings import MqttSettings
 
-__all__ = ["BufferedClient", "Link", "MqttSource"]
+__all__ = ["Link", "MqttSource"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +154,9 @@ class MqttSource:
 
     def _new_link(self) -> Link:
         if self._settings.client == "paho":
+            # Imported here: paho-mqtt is only loaded when it is the client (~15 ms of startup).
+            from collector.adapters.mqttpaho import PahoConnection  # noqa: PLC0415
+
             return PahoConnection(self._settings, self, buffered=self._buffered)
         return MqttConnection(
             self._settings, self, payload_limit=self._max_payload, keep=self._oversize_keep
