@@ -116,7 +116,9 @@ class MqttSettings(_Section):
     )
     topic_prefix: str = "parks"
     shared_group: str | None = Field(
-        default=None, description="Subscribe as $share/<group>/... to spread load over collectors."
+        default=None,
+        description="Subscribe as $share/<group>/... to spread load over collectors (only with "
+        "kpi and rules off: they need all of a park's messages; split by parks instead).",
     )
     session_expiry_s: int = Field(
         default=7 * 24 * 3600,
@@ -783,6 +785,16 @@ class Settings(BaseSettings):
     def _check_influx_auth(self) -> Settings:
         if self.influx.api == "v2" and self.influx.token is None:
             raise ValueError("influx.token is required when influx.api is v2")
+        return self
+
+    @model_validator(mode="after")
+    def _whole_parks_for_the_engines(self) -> Settings:
+        if self.mqtt.shared_group and (self.kpi.enabled or self.rules.enabled):
+            raise ValueError(
+                "mqtt.shared_group spreads a park's messages over collectors, so no collector "
+                "would see the whole park its KPIs and rules need: split by parks instead "
+                "(mqtt.parks, mqtt.partition), or turn kpi.enabled and rules.enabled off"
+            )
         return self
 
     @model_validator(mode="after")

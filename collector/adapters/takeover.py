@@ -102,8 +102,8 @@ class TakeoverGuard:
             )
             args = (s.client_id, self._strikes, QUICK_DROP_S)
         log.error(
-            what + ". Each collector needs its own mqtt.client_id (use mqtt.shared_group to "
-            "split the load between them); for a rolling deploy, stop the old instance before "
+            what + ". Each collector needs its own mqtt.client_id (split the load between them "
+            "with mqtt.parks / mqtt.partition); for a rolling deploy, stop the old instance before "
             "the new one starts. Backing off up to %.0f s between connections; further "
             "takeovers are counted in parkwatch_mqtt_session_takeovers_total, not logged again.",
             *args,

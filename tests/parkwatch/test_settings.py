@@ -458,3 +458,14 @@ def test_rule_paths_and_partition_from_the_environment(monkeypatch: pytest.Monke
     settings = load_settings()
     assert settings.rules.paths == [Path("/etc/parkwatch/rules"), Path("extra.yaml")]
     assert settings.mqtt.assigned_parks() == ["hongqiao"]
+
+
+def test_a_shared_subscription_is_refused_while_kpis_or_rules_need_whole_parks() -> None:
+    with pytest.raises(ConfigError, match=r"mqtt\.shared_group .*mqtt\.partition"):
+        load_settings(None, mqtt={"shared_group": "collectors"})
+    with pytest.raises(ConfigError, match=r"mqtt\.shared_group"):
+        load_settings(None, mqtt={"shared_group": "collectors"}, kpi={"enabled": False})
+    storing_only = load_settings(
+        None, mqtt={"shared_group": "collectors"}, kpi={"enabled": False}, rules={"enabled": False}
+    )
+    assert storing_only.mqtt.shared_group == "collectors"

@@ -65,7 +65,7 @@ def test_session_taken_over_backs_off_growing_to_the_cap_and_is_explained_once(
     assert len(caplog.records) == 1
     assert "client id 'twin'" in caplog.records[0].getMessage()
     assert "another instance uses the same client id" in caplog.records[0].getMessage()
-    assert "mqtt.shared_group" in caplog.records[0].getMessage()
+    assert "mqtt.partition" in caplog.records[0].getMessage()
 
 
 def test_quick_drops_without_a_reason_are_suspected_from_the_third_and_all_counted(
