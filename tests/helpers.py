@@ -6,8 +6,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -177,3 +179,14 @@ async def until_alertmanager_resolved(
         return not await alertmanager_alerts(server, **labels)
 
     await until(gone, timeout=timeout, what=f"Alertmanager to resolve {labels}")
+
+
+FIXED_NOW: Final = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+"""A frozen "now" for tests of HTTP dates (``Retry-After``)."""
+
+
+def http_date(seconds_from_now: float) -> str:
+    """An IMF-fixdate ``seconds_from_now`` after FIXED_NOW."""
+    return format_datetime(
+        datetime.fromtimestamp(FIXED_NOW.timestamp() + seconds_from_now, UTC), usegmt=True
+    )

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import format_datetime
-
 import pytest
 
 from parkwatch import httpheaders
 from parkwatch.httpheaders import retry_after_seconds
-
-FIXED_NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+from tests.helpers import FIXED_NOW, http_date
 
 
 @pytest.fixture
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Freeze the clock HTTP dates are compared with."""
     monkeypatch.setattr(httpheaders, "time", FIXED_NOW.timestamp)
-
-
-def http_date(seconds_from_now: float) -> str:
-    """An IMF-fixdate ``seconds_from_now`` after FIXED_NOW."""
-    return format_datetime(
-        datetime.fromtimestamp(FIXED_NOW.timestamp() + seconds_from_now, UTC), usegmt=True
-    )
 
 
 @pytest.mark.usefixtures("fixed_clock")

@@ -10,8 +10,6 @@ import gzip
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -24,7 +22,7 @@ from parkwatch import httpheaders
 from parkwatch.errors import SinkRejected, SinkUnavailable
 from parkwatch.localservers import VictoriaMetrics, free_port
 from parkwatch.settings import InfluxSettings
-from tests.helpers import until
+from tests.helpers import FIXED_NOW, http_date, until
 from tests.proxy import PrefixProxy
 
 TOKEN = "v2-test-token"
@@ -281,20 +279,11 @@ async def test_204_is_success(recorder: RecordingServer) -> None:
 
 # -- httpstatus ------------------------------------------------------------------------------------
 
-FIXED_NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
-
 
 @pytest.fixture
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Freeze the clock HTTP dates are compared with."""
     monkeypatch.setattr(httpheaders, "time", FIXED_NOW.timestamp)
-
-
-def http_date(seconds_from_now: float) -> str:
-    """An IMF-fixdate ``seconds_from_now`` after FIXED_NOW."""
-    return format_datetime(
-        datetime.fromtimestamp(FIXED_NOW.timestamp() + seconds_from_now, UTC), usegmt=True
-    )
 
 
 @pytest.mark.usefixtures("fixed_clock")
