@@ -36,7 +36,7 @@ from rich.live import Live
 from parkwatch.demo_grafana import demo_dashboards
 from parkwatch.errors import ConfigError, ServerError
 from parkwatch.liveview import LiveView
-from parkwatch.localservers import InfluxDB1, Mosquitto, free_port
+from parkwatch.localservers import Alertmanager, InfluxDB1, LocalServer, Mosquitto, free_port
 from parkwatch.points import STATUS_MEASUREMENT, Point
 from parkwatch.schema import OcppErrorCode
 from parkwatch.service import Collector
@@ -45,10 +45,14 @@ from simulators.faults import FaultKind, FaultSpec, Scenario
 
 __all__ = ["DemoOptions", "LiveView", "run_demo"]
 
-_Server = TypeVar("_Server", Mosquitto, InfluxDB1)
+_Server = TypeVar("_Server", bound=LocalServer)
 
 REFRESH_S: Final = 1.0
-DEBIAN_PACKAGES: Final = {"mosquitto": "mosquitto", "influxd": "influxdb"}
+DEBIAN_PACKAGES: Final = {
+    "mosquitto": "mosquitto",
+    "influxd": "influxdb",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+}
 PLAIN_REPORT_S: Final = 10.0
 PLAIN_WIDTH: Final = 150
 DELIVERY_WAIT_S: Final = 10.0
@@ -105,10 +109,20 @@ def forget_earlier_runs(workdir: Path) -> None:
 
 
 def demo_settings(
-    options: DemoOptions, mqtt_url: str, influx_url: str, *, mqtt_311: bool = False
+    options: DemoOptions,
+    mqtt_url: str,
+    influx_url: str,
+    *,
+    mqtt_311: bool = False,
+    alertmanager_url: str | None = None,
 ) -> Settings:
     """Collector settings for the demo's local servers (the rest from the file and env)."""
-    given = {"grafana": {"url": options.grafana_url}} if options.grafana_url else {}
+    given: dict[str, Any] = {"grafana": {"url": options.grafana_url}} if options.grafana_url else {}
+    if alertmanager_url is not None:
+        given["notify"] = {
+            "receivers": {"alertmanager": {"type": "alertmanager", "url": alertmanager_url}},
+            "route": {"receivers": ["alertmanager"]},
+        }
     return load_settings(
         options.config_file,
         **given,
@@ -356,12 +370,28 @@ def run_demo(options: DemoOptions) -> None:
                     servers, InfluxDB1(options.workdir / "influxdb", port=_port(8086))
                 ).url
             settings = demo_settings(options, broker_url, influx_url, mqtt_311=embedded is not None)
+            alertmanager_url = None
+            if not settings.notify.receivers and "prometheus-alertmanager" not in missing:
+                # No receivers of the user's: notify a local Alertmanager, as the compose
+                # stack does, so the demo shows notifications too.
+                alertmanager = _started(
+                    servers, Alertmanager(options.workdir / "alertmanager", port=_port(9093))
+                )
+                alertmanager_url = alertmanager.url
+                settings = demo_settings(
+                    options,
+                    broker_url,
+                    influx_url,
+                    mqtt_311=embedded is not None,
+                    alertmanager_url=alertmanager_url,
+                )
             console.print(
                 f"[bold]parkwatch demo[/]: MQTT {settings.mqtt.redacted_url()} · "
                 f"InfluxDB {settings.influx.redacted_url()} "
                 f"(database 'parkwatch') · health http://127.0.0.1:{settings.http.port}/healthz"
                 f" · data in {options.workdir} · Ctrl-C to stop"
             )
+            _print_notifications(console, settings, alertmanager_url)
             _print_dashboards(console, settings, options.workdir)
             asyncio.run(_main(options, settings, broker_url, console, embedded))
     except ServerError as exc:
@@ -371,6 +401,22 @@ def run_demo(options: DemoOptions) -> None:
         console.print(f"[red]invalid configuration[/]: {exc}")
         raise SystemExit(2) from exc
     console.print("demo stopped; servers shut down")
+
+
+def _print_notifications(console: Console, settings: Settings, alertmanager: str | None) -> None:
+    """Say where alerts are notified."""
+    if alertmanager is not None:
+        console.print(
+            f"notifications: every alert goes to a local Alertmanager, {alertmanager} "
+            f"(its alerts: {alertmanager}/#/alerts); your own receivers go in --config"
+        )
+    elif settings.notify.enabled and settings.notify.receivers:
+        console.print(f"notifications: to {', '.join(sorted(settings.notify.receivers))}")
+    else:
+        console.print(
+            "notifications: none (no receivers configured, and no prometheus-alertmanager "
+            "to start a local Alertmanager)"
+        )
 
 
 def _print_dashboards(console: Console, settings: Settings, workdir: Path) -> None:

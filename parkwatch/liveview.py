@@ -59,6 +59,8 @@ class LiveView:
         self.zone = ZoneInfo(collector.settings.parks.defaults.timezone)
         self._stopping = False
         self.goodbyes = 0
+        notify = collector.settings.notify
+        self._receivers = sorted(notify.receivers) if notify.enabled else []
         """DeviceOffline alerts fired by the devices' goodbye (offline) as the demo stopped."""
 
     def stopping(self) -> None:
@@ -87,12 +89,33 @@ class LiveView:
         parts: list[RenderableType] = [self.table()]
         if self._alerts or self._resolved:
             parts.append(self.alerts_table())
+        notified = self.notifications()
+        if notified:
+            parts.append(notified)
         if self.goodbyes:
             parts.append(
                 f"stopped: the simulated devices said goodbye (offline), so {self.goodbyes} "
                 f"{GOODBYE_ALERT} alerts fired (stored like any other, not listed here)"
             )
         return Group(*parts)
+
+    def notifications(self) -> str:
+        """What the notification stage did, per receiver ("" when none is configured)."""
+        registry = self._collector.metrics.registry
+        lines = []
+        for receiver in self._receivers:
+            counts = {
+                outcome: registry.get_sample_value(
+                    "parkwatch_notifications_total", {"receiver": receiver, "outcome": outcome}
+                )
+                or 0.0
+                for outcome in ("sent", "failed", "dropped")
+            }
+            lines.append(
+                f"{receiver}: {counts['sent']:.0f} sent, {counts['failed']:.0f} failed, "
+                f"{counts['dropped']:.0f} dropped"
+            )
+        return f"notifications: {'; '.join(lines)}" if lines else ""
 
     def alerts_table(self) -> Table:
         """Firing and pending alerts, then the latest resolved ones."""

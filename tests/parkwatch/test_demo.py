@@ -99,6 +99,13 @@ async def test_demo_runs_the_whole_pipeline_and_leaves_no_process_behind(tmp_pat
     for name, where in SCENARIO_ALERTS:
         assert (name, where) in resolved, output[-4000:]
     assert "said goodbye (offline)" in output  # the devices' goodbyes, counted not listed
+    # ... and were notified: to a local Alertmanager, as no receiver was configured.
+    assert "notifications: every alert goes to a local Alertmanager" in output
+    notified = re.findall(r"notifications: alertmanager: (\d+) sent, (\d+) failed", output)
+    assert notified, output[-3000:]
+    sent, failed = map(int, notified[-1])
+    assert sent > 0, output[-3000:]
+    assert failed == 0, output[-3000:]
     # Where the dashboards are: the configured Grafana, provisioned with the demo's InfluxDB.
     assert f"dashboards: {grafana.url}/d/parkwatch-city" in output
     assert sorted(grafana.dashboards) == sorted(DASHBOARD_UIDS)
