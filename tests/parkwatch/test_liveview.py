@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from notify.metrics import NotifyMetrics
 from parkwatch.events import Alert, AlertState, AlertTransition, KpiRecord
 from parkwatch.liveview import LiveView
 from parkwatch.points import STATUS_MEASUREMENT, Point
@@ -73,3 +74,14 @@ def test_alerts_fired_by_the_goodbyes_at_the_stop_are_counted_not_listed() -> No
     assert "ChargerFaulted" in text
     assert "DeviceOffline (" not in text
     assert "said goodbye (offline), so 2 DeviceOffline alerts fired" in text
+
+
+def test_the_live_view_counts_notifications_per_receiver(tmp_path: Path) -> None:
+    receivers = {"am": {"type": "alertmanager", "url": "http://127.0.0.1:1"}}
+    notify = {"receivers": receivers, "route": {"receivers": ["am"]}}
+    collector = Collector(load_settings(None, notify=notify, state={"directory": tmp_path}))
+    counted = NotifyMetrics(collector.metrics.registry)  # what the dispatcher counts in
+    counted.count("am", "sent", 3)
+    counted.count("am", "failed")
+    assert LiveView(collector).notifications() == "notifications: am: 3 sent, 1 failed, 0 dropped"
+    assert LiveView(Collector(load_settings())).notifications() == ""
