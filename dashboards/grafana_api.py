@@ -21,10 +21,13 @@ import requests
 from grafana_client import GrafanaApi as _ClientApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 
+from dashboards.build import build_all, context_from_settings
+from dashboards.datasource import datasource_from_settings
+from dashboards.provision import Report, provision
 from parkwatch.errors import GrafanaAuthError, GrafanaConflict, GrafanaError, GrafanaUnreachable
-from parkwatch.settings import GrafanaSettings
+from parkwatch.settings import GrafanaSettings, Settings
 
-__all__ = ["GrafanaHttpApi"]
+__all__ = ["GrafanaHttpApi", "provision_from_settings"]
 
 T = TypeVar("T")
 
@@ -182,3 +185,17 @@ def _reason(exc: requests.exceptions.ConnectionError) -> str:
         if known in text:
             return known.lower()
     return " ".join(text.split())[:160]
+
+
+def provision_from_settings(settings: Settings, *, force: bool = False) -> Report:
+    """Provision the Grafana at ``grafana.url`` with the data source, folder and dashboards that
+    ``settings`` describe (``parkwatch dashboards provision``, and the demo)."""
+    grafana = settings.grafana
+    return provision(
+        GrafanaHttpApi(grafana),
+        datasource=datasource_from_settings(settings),
+        folder_uid=grafana.folder_uid,
+        folder_title=grafana.folder,
+        dashboards=build_all(context_from_settings(settings)),
+        force=force,
+    )

@@ -380,26 +380,15 @@ def dashboards_provision(  # click passes the options by keyword
     config_file: Path | None,
 ) -> None:
     """Create or update the InfluxDB data source, the folder and every dashboard."""
-    from dashboards.build import build_all, context_from_settings  # noqa: PLC0415
-    from dashboards.datasource import datasource_from_settings  # noqa: PLC0415
-    from dashboards.grafana_api import GrafanaHttpApi  # noqa: PLC0415
-    from dashboards.provision import provision  # noqa: PLC0415
+    from dashboards.grafana_api import provision_from_settings  # noqa: PLC0415
 
     given = {"url": grafana_url, "token": token, "username": username, "password": password}
     overrides = {key: value for key, value in given.items() if value is not None}
     settings = _settings(config_file, grafana=overrides) if overrides else _settings(config_file)
-    grafana = settings.grafana
-    if grafana.url is None:
+    if settings.grafana.url is None:
         raise click.UsageError("give --grafana-url (or set grafana.url / PARKWATCH_GRAFANA__URL)")
     try:
-        report = provision(
-            GrafanaHttpApi(grafana),
-            datasource=datasource_from_settings(settings),
-            folder_uid=grafana.folder_uid,
-            folder_title=grafana.folder,
-            dashboards=build_all(context_from_settings(settings)),
-            force=force,
-        )
+        report = provision_from_settings(settings, force=force)
     except GrafanaError as exc:
         raise click.ClickException(str(exc)) from exc
     for line in report.lines():

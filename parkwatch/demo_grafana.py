@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from dashboards.build import build_all, context_from_settings
-from dashboards.datasource import datasource_from_settings
 from dashboards.files import write_demo_provisioning
-from dashboards.grafana_api import GrafanaHttpApi
-from dashboards.provision import provision
+from dashboards.grafana_api import provision_from_settings
 from parkwatch.errors import GrafanaError
 from parkwatch.settings import Settings
 
@@ -78,13 +75,7 @@ def demo_dashboards(settings: Settings, directory: Path, *, grafana_port: int) -
     if grafana.url is None:
         return files
     try:
-        report = provision(
-            GrafanaHttpApi(grafana),
-            datasource=datasource_from_settings(settings),
-            folder_uid=grafana.folder_uid,
-            folder_title=grafana.folder,
-            dashboards=build_all(context_from_settings(settings)),
-        )
+        report = provision_from_settings(settings)
     except GrafanaError as exc:
         return DemoDashboards(directory, command, files.local_url, problem=str(exc))
     return DemoDashboards(
