@@ -180,13 +180,16 @@ def _compare(node: Node, params: Mapping[str, float | str]) -> Compiled | _Const
     return general
 
 
+def _safe_div(x: float, y: float) -> float | None:
+    """``x / y``, unknown (None) for a division by zero."""
+    return None if y == 0 else x / y
+
+
 def _arithmetic(
     op: Callable[[float, float], float], left: Compiled | _Constant, right: Compiled | _Constant
 ) -> Compiled | _Constant:
-    def apply(x: float, y: float) -> float | None:
-        if op is operator.truediv and y == 0:
-            return None
-        return op(x, y)
+    # Chosen once, here: evaluation runs for every reading.
+    apply: Callable[[float, float], float | None] = _safe_div if op is operator.truediv else op
 
     if _unknown(left) or _unknown(right):
         return _Constant(None)

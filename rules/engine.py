@@ -36,7 +36,7 @@ from parkwatch.settings import ParksSettings, RulesSettings
 from rules.loader import RuleSet, load_rules
 from rules.metrics import RulesCollector
 from rules.rule import BoundRule, Rule, WindowSpec
-from rules.state import KPI_PREFIX, STATUS_PREFIX, ActiveAlert, Series, SeriesKey
+from rules.state import KPI_PREFIX, STATUS_PREFIX, ActiveAlert, Series, SeriesKey, load_key
 from rules.windows import Window
 
 __all__ = ["RulesEngine"]
@@ -343,10 +343,14 @@ class RulesEngine:
 
     def _new_series(self, key: SeriesKey) -> Series:
         series = Series(key)
+        self._add(series)
+        return series
+
+    def _add(self, series: Series) -> None:
+        key = series.key
         self._series[key] = series
         if not key[1].startswith((KPI_PREFIX, STATUS_PREFIX)):
             self._devices.setdefault((key[0], key[1], key[2]), []).append(key)
-        return series
 
     @staticmethod
     def _observe(
@@ -443,21 +447,17 @@ class RulesEngine:
         self._series = {}
         self._devices = {}
         for row in data["series"]:
-            series = Series.load(row, self._specs_by_wid)
-            self._series[series.key] = series
-            if not series.key[1].startswith((KPI_PREFIX, STATUS_PREFIX)):
-                device = (series.key[0], series.key[1], series.key[2])
-                self._devices.setdefault(device, []).append(series.key)
+            self._add(Series.load(row, self._specs_by_wid))
         actives = (ActiveAlert.load(row) for row in data["active"])
         self._active = {(a.uid, a.key): a for a in actives if a.uid in uids}
         self._armed = {}
         for uid, key, due in data["armed"]:
             if uid in uids:
-                self._armed[(uid, _key(key))] = int(due)
+                self._armed[(uid, load_key(key))] = int(due)
         self._timers = {}
         for park, rows in data["timers"].items():
             heap = [
-                (int(due), int(seq), str(what), str(uid), _key(key))
+                (int(due), int(seq), str(what), str(uid), load_key(key))
                 for due, seq, what, uid, key in rows
                 if uid in uids
             ]
@@ -489,11 +489,6 @@ class RulesEngine:
 
 def _ended(active: ActiveAlert) -> AlertState:
     return AlertState.RESOLVED if active.state is AlertState.FIRING else AlertState.INACTIVE
-
-
-def _key(data: list[Any]) -> SeriesKey:
-    park, kind, device, connector = (str(part) for part in data)
-    return park, kind, device, connector
 
 
 def _labels(rule: Rule, key: SeriesKey) -> dict[str, str]:

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from rules.windows import WINDOW_METHODS
+
 __all__ = [
     "MAX_DEPTH",
     "MAX_LENGTH",
@@ -46,6 +48,7 @@ __all__ = [
     "Type",
     "Unary",
     "check",
+    "children",
     "parse",
     "parse_duration",
     "type_of",
@@ -61,18 +64,8 @@ MAX_STRING_CHARS: Final = 256
 MAX_DURATION_MS: Final = 31 * 86_400_000
 """The longest window: a month (window buffers are bounded in samples too)."""
 
-WINDOW_FUNCTIONS: Final = frozenset(
-    {
-        "avg_over_time",
-        "min_over_time",
-        "max_over_time",
-        "sum_over_time",
-        "count_over_time",
-        "last_over_time",
-        "delta",
-        "rate",
-    }
-)
+WINDOW_FUNCTIONS: Final = frozenset(WINDOW_METHODS)
+"""The window functions an expression may call: those ``rules/windows.py`` evaluates."""
 
 _UNITS_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
@@ -402,7 +395,7 @@ def _depth(root: Node) -> int:
     while stack:
         node, depth = stack.pop()
         deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in _children(node))
+        stack.extend((child, depth + 1) for child in children(node))
     return deepest
 
 
@@ -444,14 +437,15 @@ def _contains_stale(node: Node) -> bool:
 def _stale_pos(node: Node) -> int:
     if isinstance(node, Stale):
         return node.pos
-    for child in _children(node):
+    for child in children(node):
         pos = _stale_pos(child)
         if pos >= 0:
             return pos
     return -1
 
 
-def _children(node: Node) -> tuple[Node, ...]:
+def children(node: Node) -> tuple[Node, ...]:
+    """The operands of ``node`` (none for a leaf), left to right."""
     if isinstance(node, Unary):
         return (node.operand,)
     if isinstance(node, Binary | Compare):
@@ -546,7 +540,7 @@ def value_node(
             if _is_data(side) and _type(side, fields, params) is Type.NUMBER:
                 return side
         return None
-    for child in _children(node):
+    for child in children(node):
         found = value_node(child, fields, params)
         if found is not None:
             return found
@@ -556,4 +550,4 @@ def value_node(
 def _is_data(node: Node) -> bool:
     if isinstance(node, FieldRef | Call):
         return True
-    return any(_is_data(child) for child in _children(node))
+    return any(_is_data(child) for child in children(node))

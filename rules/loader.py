@@ -48,6 +48,7 @@ from rules.expr import (
     Stale,
     Type,
     check,
+    children,
     parse,
     parse_duration,
     type_of,
@@ -399,9 +400,7 @@ def _windows(nodes: Sequence[Node]) -> tuple[WindowSpec, ...]:
         node = stack.pop()
         if isinstance(node, Call):
             calls.append(node)
-        stack.extend(
-            getattr(node, attr) for attr in ("operand", "left", "right") if hasattr(node, attr)
-        )
+        stack.extend(children(node))
     specs: dict[str, WindowSpec] = {}
     for call in sorted(calls, key=lambda c: (c.field, c.duration_ms)):
         wid = window_id(call.field, call.duration_ms)

@@ -16,7 +16,15 @@ from parkwatch.events import Alert, AlertState
 from rules.rule import WindowSpec
 from rules.windows import Window
 
-__all__ = ["KPI_PREFIX", "STATUS_PREFIX", "ActiveAlert", "Series", "SeriesKey", "fingerprint"]
+__all__ = [
+    "KPI_PREFIX",
+    "STATUS_PREFIX",
+    "ActiveAlert",
+    "Series",
+    "SeriesKey",
+    "fingerprint",
+    "load_key",
+]
 
 SeriesKey = tuple[str, str, str, str]
 KPI_PREFIX: Final = "park_kpi:"
@@ -133,7 +141,12 @@ class ActiveAlert:
         """From ``dump``."""
         uid, key, state, active_at, fired_at, last_at, value, labels, annotations = data
         alert = cls(
-            uid, _key(key), dict(labels), AlertState(state), active_at=int(active_at), value=value
+            uid,
+            load_key(key),
+            dict(labels),
+            AlertState(state),
+            active_at=int(active_at),
+            value=value,
         )
         alert.fired_at = None if fired_at is None else int(fired_at)
         alert.last_at = int(last_at)
@@ -141,7 +154,8 @@ class ActiveAlert:
         return alert
 
 
-def _key(data: list[Any]) -> SeriesKey:
+def load_key(data: list[Any]) -> SeriesKey:
+    """A series key as a snapshot holds it (a JSON list)."""
     park, kind, device, connector = (str(part) for part in data)
     return park, kind, device, connector
 
