@@ -268,21 +268,22 @@ class Writer:
         spool = self._spool
         if spool is None:
             return
-        failures = 0
+        initial, longest = self._settings.retry_initial_s, self._settings.retry_max_s
+        wait = initial
         while spool.is_open:
             try:
                 await self._replay_next(spool)
             except SpoolError as exc:
                 if not spool.is_open:
                     return  # closed at shutdown
-                failures += 1
+                # Doubled up to the longest, never past it: 2**failures overflowed a float
+                # after ~1 030 failures in a row (85 min of a failing disk) and stopped replay.
+                wait = min(longest, wait * 2)
                 if self._replay_log.due() is not None:
                     log.error("spool replay failing, will retry: %s", exc)  # noqa: TRY400
-                await asyncio.sleep(
-                    min(self._settings.retry_max_s, self._settings.retry_initial_s * 2**failures)
-                )
+                await asyncio.sleep(wait)
             else:
-                failures = 0
+                wait = initial
 
     async def _replay_next(self, spool: Spool) -> None:
         await spool.wait_not_empty()

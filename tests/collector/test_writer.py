@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -475,6 +475,46 @@ async def test_bad_lines_in_a_replayed_batch_are_dead_lettered_without_a_ticket(
 
 
 # -- regression tests of fixed bugs ----------------------------------------------------------------
+
+
+class _FailingSpool:
+    """A spool whose reads fail ``failures`` times (a failing disk), then it is closed."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.is_open = True
+
+    async def wait_not_empty(self) -> None:
+        """Always something to replay."""
+
+    async def read(self, count: int) -> list[object]:
+        """Fail; close after the last failure, as a shutdown would."""
+        self.failures -= 1
+        if self.failures == 0:
+            self.is_open = False
+        raise SpoolError("spool: reading failed: [Errno 5] Input/output error")
+
+
+async def test_the_replayer_outlasts_any_number_of_failures_at_the_longest_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the wait was retry_initial_s * 2**failures, which no float holds past ~1 030
+    failures in a row: OverflowError, and the replayer was gone for good."""
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)  # the one the writer calls
+    spool = _FailingSpool(1_200)
+    writer = make_writer(FakeSink(), Settled(), spool=cast(Spool, spool))
+    await asyncio.wait_for(writer.run_replayer(), WAIT)
+    assert spool.failures == 0
+    assert waits[:3] == [0.02, 0.04, 0.08]  # retry_initial_s 0.01, doubled
+    assert max(waits) == 1.0  # retry_max_s
+    assert len(waits) == 1_199  # every failure but the one at shutdown
 
 
 async def test_flush_cuts_a_batch_that_is_waiting_for_more_points_at_once() -> None:
