@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
+from collector.durable import replace_atomically
 from collector.metrics import Metrics
 
 __all__ = ["RetainedFilter", "RetainedKey", "RetainedLedger", "retained_key"]
@@ -132,17 +133,7 @@ class RetainedLedger:
     def rewrite(self, keys: list[RetainedKey]) -> None:
         """Replace the file by one holding ``keys`` only: temp file, fsync, rename, fsync dir."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with temporary.open("wb") as handle:
-            handle.write(b"".join(_pack(key) for key in keys))
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_atomically(self.path, b"".join(_pack(key) for key in keys))
         self._records = len(keys)
 
 

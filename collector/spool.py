@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, ParamSpec, Self, TypeVar
 
+from collector.durable import fsync_dir, replace_atomically
 from parkwatch.errors import SpoolCorrupt, SpoolError, SpoolFull
 
 __all__ = ["Spool", "SpoolPosition", "SpoolRecord", "SpoolStats"]
@@ -448,7 +449,7 @@ class _SegmentWriter:
         self._file = _segment_path(self._directory, self._seq).open("xb")
         self._created = _segment_path(self._directory, self._seq)
         self._size = 0
-        _fsync_dir(self._directory)  # the file's entry must be durable before its records are
+        fsync_dir(self._directory)  # the file's entry must be durable before its records are
 
 
 def _warn_corrupt(path: Path, problem: str, offset: int, skipped: int) -> None:
@@ -466,35 +467,16 @@ def _segment_path(directory: Path, seq: int) -> Path:
     return directory / f"{seq:016d}.seg"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _unlink(directory: Path, paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _write_cursor(directory: Path, cursor: SpoolPosition) -> None:
     """Replace the cursor file atomically: after a crash it holds the old or the new cursor."""
     body = _CURSOR.pack(_CURSOR_MAGIC, cursor.segment, cursor.offset)
-    temporary = directory / "cursor.tmp"
-    try:
-        with temporary.open("wb") as f:
-            f.write(body + _U32.pack(zlib.crc32(body)))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink()  # what it holds is worthless, and on a full disk it takes space
-        raise
-    temporary.replace(directory / "cursor")
-    _fsync_dir(directory)
+    replace_atomically(directory / "cursor", body + _U32.pack(zlib.crc32(body)))
 
 
 def _read_cursor(directory: Path) -> SpoolPosition:
@@ -553,7 +535,7 @@ def _lock_directory(directory: Path) -> int:
     """Create the directory if need be and take its lock, so no two spools ever share it."""
     if not directory.exists():
         directory.mkdir(parents=True)
-        _fsync_dir(directory.parent)  # else a crash could lose the directory with its records
+        fsync_dir(directory.parent)  # else a crash could lose the directory with its records
     fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Final, ParamSpec, TypeVar
 
 import orjson
 
+from collector.durable import fsync_dir, replace_atomically
 from parkwatch.errors import StateError
 
 __all__ = ["Recovered", "StateJournal"]
@@ -160,7 +161,7 @@ class StateJournal:
         self._path = self.directory / f"{_PREFIX}{self._seq + 1:016d}{_SUFFIX}"
         self._file = self._path.open("ab")
         self.bytes = 0
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def _write(self, line: bytes) -> None:
         if self._file is None:
@@ -180,18 +181,12 @@ class StateJournal:
         self.bytes += len(line)
 
     def _checkpoint(self, body: bytes) -> None:
-        tmp = self.directory / (_SNAPSHOT + ".tmp")
-        with tmp.open("wb") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(self.directory / _SNAPSHOT)
-        _fsync_dir(self.directory)
+        replace_atomically(self.directory / _SNAPSHOT, body)
         self._start_file()
         for path in self._journals():
             if path != self._path:
                 path.unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def _close(self) -> None:
         if self._file is not None:
@@ -239,11 +234,3 @@ def _unframe(line: bytes) -> dict[str, Any] | None:
             if isinstance(record, dict) and isinstance(record.get("seq"), int):
                 return record
     return None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
