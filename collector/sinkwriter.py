@@ -38,6 +38,7 @@ from collector.spool import Spool
 from parkwatch.errors import SinkMissing, SinkRejected, SinkUnavailable
 from parkwatch.points import Point
 from parkwatch.settings import WriterSettings
+from parkwatch.throttle import Throttle
 
 __all__ = ["Rejected", "SinkWriter", "Throttle", "body"]
 
@@ -56,30 +57,6 @@ _MISSING_HINTS = {
 def body(points: Sequence[Point]) -> bytes:
     """The write body for ``points``: their lines, newline-separated."""
     return "\n".join(point.line for point in points).encode()
-
-
-class Throttle:
-    """Lets a repeated log line through once per interval; counts the occurrences in between."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval = interval_s
-        self._next = 0.0
-        self._held_back = 0
-
-    def due(self) -> int | None:
-        """The occurrences held back since the last one let through, if this one may pass."""
-        now = time.monotonic()
-        if now < self._next:
-            self._held_back += 1
-            return None
-        self._next = now + self._interval
-        held_back, self._held_back = self._held_back, 0
-        return held_back
-
-    def restart(self) -> None:
-        """A new episode begins: its first occurrence is let through at once."""
-        self._next = 0.0
-        self._held_back = 0
 
 
 class SinkWriter:
@@ -162,7 +139,7 @@ class SinkWriter:
         self._failure = str(exc)
         if self._failing_since is None:
             self._failing_since = time.monotonic()
-            self._write_log = Throttle(self._settings.failure_log_interval_s)
+            self._write_log.restart()  # a new streak: its first failure is logged at once
         if self._write_log.due() is None:
             return
         hint = f"; {_MISSING_HINTS[exc.what]}" if isinstance(exc, SinkMissing) else ""

@@ -37,11 +37,12 @@ from collector.messages import DeadLetter, Reason
 from collector.metrics import Metrics
 from collector.refusals import Refused
 from collector.sink import Sink
-from collector.sinkwriter import Rejected, SinkWriter, Throttle, body
+from collector.sinkwriter import Rejected, SinkWriter, body
 from collector.spool import Spool
 from parkwatch.errors import SinkUnavailable, SpoolError, SpoolFull
 from parkwatch.points import NO_TICKET, Point
 from parkwatch.settings import WriterSettings
+from parkwatch.throttle import Throttle
 
 __all__ = ["SERIES_LIMIT_HINT", "Batch", "Writer"]
 

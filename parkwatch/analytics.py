@@ -58,6 +58,7 @@ from parkwatch.events import (
 from parkwatch.journal import Recovered, StateJournal
 from parkwatch.points import NO_TICKET, FieldValue, Point
 from parkwatch.settings import StateSettings
+from parkwatch.throttle import Throttle
 
 __all__ = ["ALERTS_MEASUREMENT", "DERIVED_TICKETS", "Analytics", "is_derived_ticket"]
 
@@ -163,7 +164,7 @@ class Analytics:
         self._next_ticket = DERIVED_TICKETS
         self._observers: list[Callable[[Output], None]] = []
         self._received_at = 0.0  # the receipt of the message being applied (0: none)
-        self._error_logged: dict[str, float] = {}
+        self._error_logs = {engine.name: Throttle(ERROR_LOG_INTERVAL_S) for engine in engines}
         self._last_snapshot = 0.0
         self.journal_ok = True
         """False while the journal cannot be written (health reports it)."""
@@ -408,9 +409,7 @@ class Analytics:
         self, engine: Engine, doing: str, point: Point | None, exc: Exception
     ) -> None:
         self._metrics.engine_errors.labels(engine.name).inc()
-        now = time.monotonic()
-        if now - self._error_logged.get(engine.name, -math.inf) >= ERROR_LOG_INTERVAL_S:
-            self._error_logged[engine.name] = now
+        if self._error_logs[engine.name].due() is not None:
             where = f" on {point.park}/{point.kind}/{point.device}" if point else ""
             log.error(
                 "%s engine failed in %s%s (further errors counted in "

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
@@ -33,6 +31,7 @@ from parkwatch.clock import ParkClocks
 from parkwatch.events import Alert, AlertState, AlertTransition, Emit, KpiRecord
 from parkwatch.points import STATUS_MEASUREMENT, Point
 from parkwatch.settings import ParksSettings, RulesSettings
+from parkwatch.throttle import Throttle
 from rules.loader import RuleSet, load_rules
 from rules.metrics import RulesCollector
 from rules.rule import BoundRule, Rule, WindowSpec
@@ -105,7 +104,7 @@ class RulesEngine:
         self.evaluations = 0
         self.redelivered = 0
         self.errors: dict[str, int] = {}
-        self._error_logged = -math.inf
+        self._error_log = Throttle(ERROR_LOG_INTERVAL_S)
         if registry is not None:
             registry.register(RulesCollector(self))
 
@@ -395,9 +394,7 @@ class RulesEngine:
 
     def _failed(self, rule: Rule, key: SeriesKey, exc: Exception) -> None:
         self.errors[rule.name] = self.errors.get(rule.name, 0) + 1
-        now = time.monotonic()  # only paces the log; never part of the state
-        if now - self._error_logged >= ERROR_LOG_INTERVAL_S:
-            self._error_logged = now
+        if self._error_log.due() is not None:  # only paces the log; never part of the state
             log.error(
                 "rule %s (%s) failed on %s (further errors counted in parkwatch_rule_errors_total)",
                 rule.name,
