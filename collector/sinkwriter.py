@@ -121,6 +121,7 @@ class SinkWriter:
                     self._write_failed(exc)
                     raise
                 except SinkRejected:
+                    self._metrics.write_errors.labels("rejected").inc()
                     self._write_answered()  # the database answered: it is up
                     raise
                 self._metrics.write_seconds.observe(time.perf_counter() - started)
@@ -202,7 +203,6 @@ class SinkWriter:
             try:
                 await self._write(body(pending), len(pending), self.retrying(attempts))
             except SinkRejected as exc:
-                self._metrics.write_errors.labels("rejected").inc()
                 refused = refusal_of(exc)
                 if exc.conflict is not None:
                     # Known already, too, when another worker learnt it since this was sent.

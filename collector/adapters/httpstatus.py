@@ -29,7 +29,7 @@ from parkwatch.errors import (
 )
 from parkwatch.httpheaders import retry_after_seconds
 
-__all__ = ["LIMITS", "error_for_status", "error_text", "retry_after_seconds"]
+__all__ = ["error_for_status"]
 
 # The data itself was refused: retrying the same lines cannot succeed, isolate them instead.
 _REJECTED = frozenset({400, 413, 422})

@@ -73,7 +73,7 @@ class InfluxV1Sink:
         await self._check_target(at_start=True)
 
     async def _create_database(self) -> None:
-        await self._query(f"CREATE DATABASE {_ident(self._settings.database)}")
+        await self._query_rows(f"CREATE DATABASE {_ident(self._settings.database)}")
 
     async def _check_target(self, *, at_start: bool = False) -> None:
         """Set ``problem`` from whether the database and retention policy exist.
@@ -113,9 +113,6 @@ class InfluxV1Sink:
         if self._session is None:
             raise SinkUnavailable("sink not started", target=self.name)
         return self._session
-
-    async def _query(self, influxql: str) -> None:
-        await self._query_rows(influxql)
 
     async def _query_rows(self, influxql: str) -> list[list[object]]:
         """Run one statement; return the rows of its first series (none: an empty list)."""

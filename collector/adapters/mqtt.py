@@ -275,9 +275,7 @@ class MqttSource:
         for ticket in tickets:
             freed += held.pop(ticket, 0)
         self._held_bytes -= freed
-        self._retained.settle(tickets)
-        if not self._reading:
-            self._update_reading()
+        self._retained.settle(tickets)  # -> _settle_acks, which reads on if there is room now
 
     def _may_read(self) -> bool:
         """Whether to read the socket: not paused, no overflow, below both in-flight bounds."""

@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from collector.adapters.mqtt import CONNECT_TIMEOUT_S
 from collector.adapters.mqttconn import Receiver
 from collector.adapters.mqttparser import ConnAck
 from parkwatch.errors import SourceError
@@ -31,7 +32,6 @@ from parkwatch.settings import MqttSettings
 __all__ = ["BufferedClient", "PahoConnection"]
 
 READ_CHUNK: Final = 65536
-CONNECT_TIMEOUT_S: Final = 10.0
 
 
 class BufferedClient(paho.Client):
