@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.collectorproc import Histogram
+from parkwatch.selfmetrics import quantile as histogram_quantile  # one estimator for both
 
 __all__ = ["histogram_quantile", "percentile", "spread", "summarise_rounds", "table"]
 
@@ -34,26 +34,6 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(pct / 100 * len(ordered)))
     return ordered[rank - 1]
-
-
-def histogram_quantile(q: float, buckets: Histogram) -> float | None:
-    """Prometheus' ``histogram_quantile``: linear interpolation inside the bucket holding ``q``.
-
-    ``buckets`` are cumulative ``(upper bound, count)`` pairs ending with ``+Inf``. None when
-    the histogram is empty; the highest finite bound when ``q`` falls in the ``+Inf`` bucket.
-    """
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1.0
-            return lower_bound + (bound - lower_bound) * share
-        lower_bound, lower_count = bound, count
-    return lower_bound
 
 
 def _median(result: Mapping[str, Any], *path: str) -> float | None:

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from parkwatch.events import KPI_MEASUREMENT
+from parkwatch.events import (
+    ALERTS_MEASUREMENT,
+    COLLECTOR_MEASUREMENT,
+    DEAD_LETTER_MEASUREMENT,
+    KPI_MEASUREMENT,
+)
 from parkwatch.points import STATUS_MEASUREMENT
 
 __all__ = [
@@ -35,9 +40,9 @@ __all__ = [
 
 KPI: Final = KPI_MEASUREMENT
 STATUS: Final = STATUS_MEASUREMENT
-ALERTS: Final = "alerts"
-COLLECTOR: Final = "parkwatch_collector"
-DEAD_LETTERS: Final = "parkwatch_dead_letters"
+ALERTS: Final = ALERTS_MEASUREMENT
+COLLECTOR: Final = COLLECTOR_MEASUREMENT
+DEAD_LETTERS: Final = DEAD_LETTER_MEASUREMENT
 
 KGCE_PER_KWH: Final = 0.1229
 """Electricity in standard coal equivalent (calorific equivalent, GB/T 2589)."""

@@ -48,6 +48,7 @@ from collector.lineproto import LineEncoder
 from parkwatch.clock import ParkClocks
 from parkwatch.errors import StateError
 from parkwatch.events import (
+    ALERTS_MEASUREMENT,
     KPI_MEASUREMENT,
     AlertState,
     AlertTransition,
@@ -64,7 +65,6 @@ __all__ = ["ALERTS_MEASUREMENT", "DERIVED_TICKETS", "Analytics", "is_derived_tic
 
 log = logging.getLogger(__name__)
 
-ALERTS_MEASUREMENT: Final = "alerts"
 MAX_BATCH: Final = 2000
 """Points journaled and applied together (one fsync)."""
 DERIVED_TICKETS: Final = -2
@@ -333,7 +333,6 @@ class Analytics:
             self._tick(wall, emit)
             return outputs
         points = batch if batch is not None else _decode(record.get("points", []))
-        engines = self._engines
         held = self._held
         for index, point in enumerate(points):
             self._received_at = point.received_at  # what a transition's latency counts from
@@ -351,11 +350,7 @@ class Analytics:
             self._advance(point.park, now, emit)
             if held and point.park in held:
                 self._release(point.park, now, emit)
-            for engine in engines:
-                try:
-                    engine.apply(point, emit)
-                except Exception as exc:  # noqa: BLE001 - one bad point or rule must not stop the stage
-                    self._engine_failed(engine, "apply", point, exc)
+            self._apply(point, emit)
         self._received_at = 0.0
         return outputs
 
@@ -373,12 +368,14 @@ class Analytics:
     def _release(self, park: str, now: int, emit: Callable[[Output], None]) -> None:
         """The park's clock has started at ``now``: its held statuses reach the engines there."""
         for status in self._held.pop(park).values():
-            placed = status.placed_at(now)
-            for engine in self._engines:
-                try:
-                    engine.apply(placed, emit)
-                except Exception as exc:  # noqa: BLE001 - counted and logged in _engine_failed
-                    self._engine_failed(engine, "apply", placed, exc)
+            self._apply(status.placed_at(now), emit)
+
+    def _apply(self, point: Point, emit: Callable[[Output], None]) -> None:
+        for engine in self._engines:
+            try:
+                engine.apply(point, emit)
+            except Exception as exc:  # noqa: BLE001 - one bad point or rule must not stop the stage
+                self._engine_failed(engine, "apply", point, exc)
 
     def _advance(self, park: str, now: int, emit: Callable[[Output], None]) -> None:
         if now <= self._advanced.get(park, -1):

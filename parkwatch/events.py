@@ -23,6 +23,9 @@ from typing import Any, Final, Protocol
 from parkwatch.points import Point
 
 __all__ = [
+    "ALERTS_MEASUREMENT",
+    "COLLECTOR_MEASUREMENT",
+    "DEAD_LETTER_MEASUREMENT",
     "KPI_FIELDS",
     "KPI_MEASUREMENT",
     "KPI_WINDOWS",
@@ -36,6 +39,12 @@ __all__ = [
 ]
 
 KPI_MEASUREMENT = "park_kpi"
+ALERTS_MEASUREMENT: Final = "alerts"
+"""Alert transitions as the rules stage writes them (``parkwatch/analytics.py``)."""
+COLLECTOR_MEASUREMENT: Final = "parkwatch_collector"
+"""The collector's own metrics, sampled by ``parkwatch/selfmetrics.py``."""
+DEAD_LETTER_MEASUREMENT: Final = "parkwatch_dead_letters"
+"""Dead letters by reason, sampled by ``parkwatch/selfmetrics.py``."""
 KPI_WINDOWS = ("1m", "15m", "1h", "1d")
 """Window names, shortest first; ``1d`` is aligned to local midnight in the park's time zone."""
 KPI_FIELDS: Final[tuple[str, ...]] = (

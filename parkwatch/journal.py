@@ -72,13 +72,6 @@ class StateJournal:
         self._file: BinaryIO | None = None
         self._path: Path | None = None
         self._seq = 0  # of the last record written (or recovered)
-        self.bytes = 0
-        """Bytes in the current journal file (since the last snapshot)."""
-
-    @property
-    def seq(self) -> int:
-        """Sequence number of the last record appended."""
-        return self._seq
 
     async def open(self) -> Recovered:
         """Lock the directory, read the snapshot and the journal after it, start a new file."""
@@ -160,7 +153,6 @@ class StateJournal:
             self._file.close()
         self._path = self.directory / f"{_PREFIX}{self._seq + 1:016d}{_SUFFIX}"
         self._file = self._path.open("ab")
-        self.bytes = 0
         fsync_dir(self.directory)
 
     def _write(self, line: bytes) -> None:
@@ -178,7 +170,6 @@ class StateJournal:
                 self._file.close()
             self._file = None
             raise
-        self.bytes += len(line)
 
     def _checkpoint(self, body: bytes) -> None:
         replace_atomically(self.directory / _SNAPSHOT, body)

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, unquote
 
-__all__ = ["MASK", "UrlUserInfo", "redact_url", "split_user_info"]
+__all__ = ["UrlUserInfo", "redact_url", "split_user_info"]
 
-MASK: Final = "**********"
-"""What a secret setting shows instead of its value (pydantic's ``SecretStr`` text)."""
 
 URL_PASSWORD_MASK: Final = "***"  # noqa: S105 - the mask, not a password
 

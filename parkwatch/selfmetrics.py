@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from collector.lineproto import LineEncoder
+from parkwatch.events import COLLECTOR_MEASUREMENT, DEAD_LETTER_MEASUREMENT
 from parkwatch.points import NO_TICKET, FieldValue, Point
 
 __all__ = [
@@ -41,8 +42,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MEASUREMENT: Final = "parkwatch_collector"
-DEAD_LETTER_MEASUREMENT: Final = "parkwatch_dead_letters"
+MEASUREMENT: Final = COLLECTOR_MEASUREMENT
 INTERVAL_S: Final = 10.0
 
 # Prometheus family name -> field; counters summed over their labels.
