@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import SecretStr
 
-from dashboards.build import build_all, context_from_settings, render
+from dashboards.build import context_from_settings, write_all
 from dashboards.datasource import DataSourceSpec, datasource_from_settings
 from parkwatch.settings import Settings
 
@@ -103,7 +103,6 @@ def write_provisioning(directory: Path, settings: Settings) -> Path:
     dashboards = directory / "dashboards"
     for sub in ("datasources", "dashboards", "plugins", "alerting"):
         (provisioning / sub).mkdir(parents=True, exist_ok=True)
-    dashboards.mkdir(parents=True, exist_ok=True)
     grafana = settings.grafana
     spec = datasource_from_settings(settings)
     source = provisioning / "datasources" / "parkwatch.yaml"
@@ -113,8 +112,7 @@ def write_provisioning(directory: Path, settings: Settings) -> Path:
         provider_yaml(grafana.folder, grafana.folder_uid, str(dashboards.resolve())),
         encoding="utf-8",
     )
-    for uid, dashboard in build_all(context_from_settings(settings)).items():
-        (dashboards / f"{uid}.json").write_bytes(render(dashboard))
+    write_all(dashboards, context_from_settings(settings))
     return provisioning
 
 

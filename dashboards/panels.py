@@ -43,7 +43,6 @@ KG_PER_KWH: Final = "suffix: kgCO2/kWh"
 KWH_PER_GB: Final = "suffix: kWh/GB"
 GREEN: Final = "green"
 RED: Final = "red"
-ORANGE: Final = "orange"
 
 Thresholds = builders.ThresholdsConfig
 PARK_DASHBOARD_LINK: Final = "/d/parkwatch-park?var-park=${__value.raw}&${__url_time_range}"
@@ -85,8 +84,6 @@ def timeseries_panel(
     thresholds: Thresholds | None = None,
     bars: bool = False,
     stacked: bool = False,
-    soft_min: float | None = None,
-    min_interval: str | None = None,
     time_from: str | None = None,
 ) -> timeseries.Panel:
     """Values over time; with ``thresholds`` the target is drawn as a dashed line."""
@@ -115,10 +112,6 @@ def timeseries_panel(
                 common.GraphThresholdsStyleMode.DASHED
             )
         )
-    if soft_min is not None:
-        panel = panel.axis_soft_min(soft_min)
-    if min_interval is not None:
-        panel = panel.interval(min_interval)
     if time_from is not None:
         panel = panel.time_from(time_from)
     return panel
@@ -221,16 +214,15 @@ def state_timeline(
     target: InfluxQL,
     *,
     mappings: list[model.ValueMapping],
-    thresholds: Thresholds | None = None,
 ) -> statetimeline.Panel:
-    """A state per series over time, coloured by value mappings (or thresholds)."""
+    """A state per series over time, coloured by value mappings."""
     return (
         statetimeline.Panel()
         .title(title)
         .description(description)
         .with_target(target)
         .mappings(mappings)
-        .thresholds(thresholds or neutral())
+        .thresholds(neutral())
         .color_scheme(builders.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
         .show_value(common.VisibilityMode.NEVER)
         .merge_values(True)

@@ -153,7 +153,8 @@ def _plan_dashboard(
     version = document.get("version", meta.get("version"))
     if not isinstance(stamp, dict) or "sha256" not in stamp:
         return Change("dashboard", uid, "update", conflict="not created by parkwatch"), stored
-    if stamp["sha256"] != content_digest(document):
+    digest = content_digest(document)
+    if stamp["sha256"] != digest:
         return Change(
             "dashboard",
             uid,
@@ -161,7 +162,7 @@ def _plan_dashboard(
             conflict=f"edited in Grafana since parkwatch provisioned it (version {version})",
         ), stored
     moved = meta.get("folderUid", "") != folder_uid
-    if not moved and content_digest(document) == wanted[STAMP_KEY]["sha256"]:
+    if not moved and digest == wanted[STAMP_KEY]["sha256"]:
         return Change("dashboard", uid, "unchanged"), stored
     return Change("dashboard", uid, "update", "moved into the folder" if moved else ""), stored
 
