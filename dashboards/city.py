@@ -31,10 +31,12 @@ PARKS: Final = park_filter()
 
 
 def _kpi_totals(window: str, group_by: str = "") -> str:
-    tail = f" GROUP BY {group_by}" if group_by else ""
-    return f"""SELECT {m.SELF_SUFFICIENCY_PCT}, {m.CARBON_T_PER_TCE}, {m.CARBON_KG_PER_KWH},
-        {m.CO2_T}, sum("pv_kwh") / 1000 AS "pv_mwh", sum("load_kwh") / 1000 AS "load_mwh"
-        FROM "{m.KPI}" WHERE "window" = '{window}' AND {PARKS} AND $timeFilter{tail}"""
+    return m.kpi_query(
+        f"{m.SELF_SUFFICIENCY_PCT}, {m.CARBON_T_PER_TCE}, {m.CARBON_KG_PER_KWH}, {m.CO2_T}, "
+        'sum("pv_kwh") / 1000 AS "pv_mwh", sum("load_kwh") / 1000 AS "load_mwh"',
+        window,
+        group_by,
+    )
 
 
 def build(context: BuildContext) -> Board:
@@ -59,10 +61,7 @@ def build(context: BuildContext) -> Board:
             stat_panel(
                 "Self-sufficiency today",
                 "(PV - export) / load over the chosen parks since local midnight.",
-                q(
-                    f'SELECT {m.SELF_SUFFICIENCY_PCT} FROM "{m.KPI}" '
-                    f"WHERE \"window\" = '1m' AND {PARKS} AND $timeFilter"
-                ),
+                q(m.kpi_query(f"{m.SELF_SUFFICIENCY_PCT}", "1m")),
                 unit="percent",
                 thresholds=at_least(targets.self_sufficiency_pct_min),
                 time_from=TODAY,
@@ -75,10 +74,7 @@ def build(context: BuildContext) -> Board:
                 "Carbon intensity today",
                 "tCO2 per tce of energy used (scope 2, location-based): the zero-carbon core "
                 "indicator.",
-                q(
-                    f'SELECT {m.CARBON_T_PER_TCE} FROM "{m.KPI}" '
-                    f"WHERE \"window\" = '1m' AND {PARKS} AND $timeFilter"
-                ),
+                q(m.kpi_query(f"{m.CARBON_T_PER_TCE}", "1m")),
                 unit=T_PER_TCE,
                 thresholds=at_most(targets.carbon_intensity_t_per_tce_max),
                 time_from=TODAY,
@@ -90,10 +86,7 @@ def build(context: BuildContext) -> Board:
             stat_panel(
                 "CO2 today",
                 "Grid import x emission factor, tonnes.",
-                q(
-                    f'SELECT {m.CO2_T} FROM "{m.KPI}" '
-                    f"WHERE \"window\" = '1m' AND {PARKS} AND $timeFilter"
-                ),
+                q(m.kpi_query(f"{m.CO2_T}", "1m")),
                 unit="masst",
                 time_from=TODAY,
                 decimals=1,
@@ -104,10 +97,7 @@ def build(context: BuildContext) -> Board:
             stat_panel(
                 "PV today",
                 "PV energy generated since local midnight.",
-                q(
-                    f'SELECT sum("pv_kwh") AS "pv_kwh" FROM "{m.KPI}" '
-                    f"WHERE \"window\" = '1m' AND {PARKS} AND $timeFilter"
-                ),
+                q(m.kpi_query('sum("pv_kwh") AS "pv_kwh"', "1m")),
                 unit="kwatth",
                 time_from=TODAY,
                 decimals=0,
@@ -194,8 +184,7 @@ def build(context: BuildContext) -> Board:
                 "Self-sufficiency by park",
                 "Hourly; the dashed line is the target.",
                 q(
-                    f'SELECT "self_sufficiency_pct" AS "self_sufficiency_pct" FROM "{m.KPI}" '
-                    f'WHERE "window" = \'1h\' AND {PARKS} AND $timeFilter GROUP BY "park"',
+                    m.kpi_query(m.columns("self_sufficiency_pct"), "1h", '"park"'),
                     alias="$tag_park",
                 ),
                 unit="percent",
@@ -208,9 +197,7 @@ def build(context: BuildContext) -> Board:
                 "Carbon intensity by park",
                 "Hourly tCO2 per tce; the dashed line is the target.",
                 q(
-                    f'SELECT "carbon_intensity_t_per_tce" AS "carbon_intensity_t_per_tce" '
-                    f'FROM "{m.KPI}" WHERE "window" = \'1h\' AND {PARKS} AND $timeFilter '
-                    'GROUP BY "park"',
+                    m.kpi_query(m.columns("carbon_intensity_t_per_tce"), "1h", '"park"'),
                     alias="$tag_park",
                 ),
                 unit=T_PER_TCE,

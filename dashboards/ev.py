@@ -26,7 +26,6 @@ __all__ = ["UID", "build"]
 UID: Final = "parkwatch-ev"
 MEASUREMENT: Final = "charger"
 DEVICES: Final = f'{park_filter()} AND "device" =~ /^$device$/'
-PARKS: Final = park_filter()
 # OCPP 1.6 ChargePointStatus (and 2.0.1's Occupied), coloured by what an operator should do.
 STATUS_COLOURS: Final = {
     "Available": "green",
@@ -43,9 +42,7 @@ STATUS_COLOURS: Final = {
 
 
 def _hourly_kpi(*fields: str) -> str:
-    columns = ", ".join(f'"{field}" AS "{field}"' for field in fields)
-    return f"""SELECT {columns} FROM "{m.KPI}"
-        WHERE "window" = '1h' AND {PARKS} AND $timeFilter GROUP BY "park\""""
+    return m.kpi_query(m.columns(*fields), "1h", '"park"')
 
 
 def build(context: BuildContext) -> Board:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from dashboards.influxql import park_filter
 from parkwatch.events import (
     ALERTS_MEASUREMENT,
     COLLECTOR_MEASUREMENT,
@@ -34,7 +35,9 @@ __all__ = [
     "SELF_CONSUMPTION_PCT",
     "SELF_SUFFICIENCY_PCT",
     "STATUS",
+    "columns",
     "firing_alerts",
+    "kpi_query",
     "offline_devices",
 ]
 
@@ -58,6 +61,20 @@ CARBON_T_PER_TCE: Final = (
 )
 CARBON_KG_PER_KWH: Final = 'sum("co2_kg") / sum("load_kwh") AS "carbon_intensity_kg_per_kwh"'
 CO2_T: Final = 'sum("co2_kg") / 1000 AS "co2_t"'
+
+
+def kpi_query(select: str, window: str, group_by: str = "") -> str:
+    """``select`` from one window's ``park_kpi`` records of the chosen parks (per ``group_by``)."""
+    tail = f" GROUP BY {group_by}" if group_by else ""
+    return (
+        f'SELECT {select} FROM "{KPI}" '
+        f"WHERE \"window\" = '{window}' AND {park_filter()} AND $timeFilter{tail}"
+    )
+
+
+def columns(*fields: str) -> str:
+    """``"f" AS "f", ...``: each field under its own name (the column a panel expects)."""
+    return ", ".join(f'"{field}" AS "{field}"' for field in fields)
 
 
 def firing_alerts(where: str, group_by: str = "") -> str:

@@ -24,14 +24,11 @@ GRID_HZ_HIGH: Final = 50.5
 
 
 def _today(select: str, window: str = "1m") -> str:
-    return f"""SELECT {select} FROM "{m.KPI}"
-        WHERE "window" = '{window}' AND {PARK} AND $timeFilter"""
+    return m.kpi_query(select, window)
 
 
 def _hourly(*fields: str) -> str:
-    columns = ", ".join(f'"{field}" AS "{field}"' for field in fields)
-    return f"""SELECT {columns} FROM "{m.KPI}"
-        WHERE "window" = '1h' AND {PARK} AND $timeFilter"""
+    return m.kpi_query(m.columns(*fields), "1h")
 
 
 def _summed_power(measurement: str, fields: dict[str, str]) -> str:
@@ -212,10 +209,7 @@ def build(context: BuildContext) -> Board:
             timeseries_panel(
                 "15-minute peak demand",
                 "Average grid import of each 15-minute window (the tariff's demand measure).",
-                q(
-                    f'SELECT "peak_demand_kw" AS "peak_demand_kw" FROM "{m.KPI}" '
-                    f"WHERE \"window\" = '15m' AND {PARK} AND $timeFilter"
-                ),
+                q(m.kpi_query(m.columns("peak_demand_kw"), "15m")),
                 unit="kwatt",
                 bars=True,
             ),

@@ -101,9 +101,7 @@ def build(context: BuildContext) -> Board:
                 "Energy per GB, per park",
                 "Hourly KPI over all the park's sites; the dashed line is the target.",
                 q(
-                    f'SELECT "site5g_kwh_per_gb" AS "site5g_kwh_per_gb" FROM "{m.KPI}" '
-                    f"WHERE \"window\" = '1h' AND {park_filter()} AND $timeFilter "
-                    'GROUP BY "park"',
+                    m.kpi_query(m.columns("site5g_kwh_per_gb"), "1h", '"park"'),
                     alias="$tag_park",
                 ),
                 unit=KWH_PER_GB,

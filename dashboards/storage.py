@@ -126,9 +126,7 @@ def build(context: BuildContext) -> Board:
                 "Last 7 days, from the daily KPI windows (a day's window closes after "
                 "midnight); the dashed line is the target.",
                 q(
-                    f'SELECT "storage_rte_pct" AS "storage_rte_pct" FROM "{m.KPI}" '
-                    f"WHERE \"window\" = '1d' AND {park_filter()} AND $timeFilter "
-                    'GROUP BY "park"',
+                    m.kpi_query(m.columns("storage_rte_pct"), "1d", '"park"'),
                     alias="$tag_park",
                 ),
                 unit="percent",
