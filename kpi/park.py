@@ -149,9 +149,8 @@ class ParkKpis:
     # -- closing windows -------------------------------------------------------------------
 
     def close_due(self, now: int, emit: Callable[[KpiRecord], None]) -> None:
-        """Close every window whose end plus lateness the clock ``now`` has passed."""
-        if now <= self.next_due:
-            return
+        """Close every window whose end plus lateness the clock ``now`` has passed (called
+        once ``now`` is past ``next_due``: ``KpiEngine.advance`` checks that first)."""
         limit = now - self.lateness_ms  # due: end < limit
         for series in self.series:
             while series.cursor_end < limit:
