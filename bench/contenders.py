@@ -19,10 +19,9 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
@@ -38,7 +37,6 @@ from parkwatch.settings import MqttSettings
 __all__ = [
     "Bench",
     "BenchError",
-    "SplitMode",
     "drain_parkwatch",
     "drain_subscriber",
     "measure_live_stage",
@@ -51,8 +49,6 @@ HEALTH_POLL_S: Final = 0.01  # fine-grained: startup to healthy is itself a figu
 METRICS_POLL_S: Final = 0.05  # each scrape costs the collector a little CPU
 MIN_RATE: Final = 100.0
 """Slowest drain rate (msg/s) waited for before a contender is declared stuck."""
-
-SplitMode = Literal["partition", "shared_group"]
 
 
 class BenchError(RuntimeError):
@@ -68,7 +64,6 @@ class Bench:
     workdir: Path
     parks: list[str]
     devices: int
-    split_mode: SplitMode
     receive_maximum: int = MqttSettings().receive_maximum
     engines: str = "unknown"
     """The stages ``parkwatch run`` reported at its start (``engines: ...`` in its log)."""
@@ -163,20 +158,15 @@ def _split(bench: Bench, tag: str, collectors: int) -> list[tuple[str, list[str]
     out = []
     for index in range(collectors):
         client_id = f"{tag}-{index}"
-        if bench.split_mode == "partition":
-            settings = MqttSettings.model_validate(
-                {"topic_prefix": tag, "parks": bench.parks, "partition": f"{index}/{collectors}"}
-            )
-            # Asked of the settings, so the sessions hold exactly what the collector subscribes.
-            assigned: Callable[[], list[str]] = getattr(settings, "assigned_parks", list)
-            filters = [f"{tag}/{park}/#" for park in assigned()]
-            env = {
-                "PARKWATCH_MQTT__PARKS": json.dumps(bench.parks),
-                "PARKWATCH_MQTT__PARTITION": f"{index}/{collectors}",
-            }
-        else:
-            filters = [f"$share/{tag}/{tag}/#"]
-            env = {"PARKWATCH_MQTT__SHARED_GROUP": tag}
+        settings = MqttSettings.model_validate(
+            {"topic_prefix": tag, "parks": bench.parks, "partition": f"{index}/{collectors}"}
+        )
+        # Asked of the settings, so the sessions hold exactly what the collector subscribes.
+        filters = [f"{tag}/{park}/#" for park in settings.assigned_parks() or []]
+        env = {
+            "PARKWATCH_MQTT__PARKS": json.dumps(bench.parks),
+            "PARKWATCH_MQTT__PARTITION": f"{index}/{collectors}",
+        }
         out.append((client_id, filters, env))
     return out
 

@@ -14,9 +14,9 @@ each round measures (``bench.contenders``):
    also gives memory: VmHWM/VmRSS once every device of the backlog has reported. ``parkwatch``
    runs the default MQTT client (``mqtt.client = native``); ``parkwatch_paho`` the same collector
    with paho-mqtt, so the two clients are compared in one run.
-2. **Scale-out.** Two ``parkwatch run`` splitting the parks (``mqtt.parks``/``mqtt.partition`` when
-   the settings have them, else a shared subscription, ``mqtt.shared_group``) drain the same
-   backlog: the ratio against one collector.
+2. **Scale-out.** Two ``parkwatch run`` splitting the parks (``mqtt.parks``/``mqtt.partition``;
+   a shared subscription is refused while KPIs and rules are on) drain the same backlog: the
+   ratio against one collector.
 3. **Startup.** A collector with nothing to drain: startup to healthy, and the CPU seconds that
    startup costs; subtracted from a drain's CPU seconds, they give the collector's CPU cost per
    message, hence the projected per-core rate (what one collector would drain with a core of its
@@ -48,7 +48,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
@@ -57,8 +57,6 @@ from bench.backlog import telemetry as make_telemetry
 from bench.collectorproc import compile_sources
 from bench.contenders import (
     Bench,
-    BenchError,
-    SplitMode,
     drain_parkwatch,
     drain_subscriber,
     measure_live_stage,
@@ -69,7 +67,6 @@ from bench.procstat import loadavg
 from bench.report import spread, summarise_rounds, table
 from parkwatch.errors import ServerError
 from parkwatch.localservers import InfluxDB1, Mosquitto
-from parkwatch.settings import MqttSettings
 
 __all__ = ["CONTENDERS", "QUICK", "Options", "main", "run"]
 
@@ -94,7 +91,6 @@ class Options:
     live_seconds: float = 20.0
     probe_interval_s: float = 0.1
     profile: bool = True
-    split: Literal["auto", "partition", "shared_group"] = "auto"
 
 
 QUICK: Final = Options(
@@ -107,15 +103,6 @@ QUICK: Final = Options(
     profile=False,
 )
 """A smoke test: every stage at a tiny size (its figures say nothing about performance)."""
-
-
-def _split_mode(requested: str) -> SplitMode:
-    has_partition = "partition" in MqttSettings.model_fields
-    if requested == "partition" and not has_partition:
-        raise BenchError("mqtt.partition is not in this version's settings: use shared_group")
-    if requested == "shared_group" or not has_partition:
-        return "shared_group"
-    return "partition"
 
 
 def _runners(o: Options) -> dict[str, Callable[[Bench, str], dict[str, float]]]:
@@ -209,7 +196,7 @@ def _run(bench: Bench, o: Options, log: Callable[[str], None]) -> dict[str, Any]
         **dataclasses.asdict(o),
         "payload_bytes": round(mean_size(sample), 1),
         "devices_reporting": min(o.devices, o.messages),
-        "split_mode": bench.split_mode,
+        "split_mode": "partition",
         "receive_maximum": bench.receive_maximum,
     }
     log(
@@ -249,7 +236,7 @@ def _run(bench: Bench, o: Options, log: Callable[[str], None]) -> dict[str, Any]
             for key in ratio_keys
         },
         "scale_out": {
-            "mode": bench.split_mode,
+            "mode": "partition",
             "ratio": summarise_rounds(rounds.ratios).get("two_vs_one_collector"),
             "projected_per_core_msgs_per_s": one.get("msgs_per_drain_cpu_s"),
             "one_collector_drain_cpu_s": one.get("drain_cpu_s"),
@@ -297,7 +284,6 @@ def run(
             workdir,
             parks=balanced_parks(options.parks),
             devices=options.devices,
-            split_mode=_split_mode(options.split),
         )
         return _run(bench, options, log)
 
@@ -317,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live-seconds", type=float, help="length of the live run (20)")
     parser.add_argument("--probe-interval-s", type=float, help="latency probe period (0.1)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--split", choices=("auto", "partition", "shared_group"))
     parser.add_argument("--workdir", type=Path, help="keep servers' data and collector logs here")
     parser.add_argument("--out", type=Path, default=Path("var/bench/drain.json"))
     args = parser.parse_args(argv)

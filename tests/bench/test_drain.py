@@ -103,7 +103,7 @@ def test_every_figure_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str
     meta = result["meta"]
     assert len(meta["loadavg_start"]) == 3
     assert (meta["messages"], meta["devices"], meta["rounds"]) == (400, 100, 1)
-    assert meta["split_mode"] in ("partition", "shared_group")
+    assert meta["split_mode"] == "partition"
     assert result["profile"] == {"skipped": "--no-profile"}
     printed = capsys.readouterr().out
     assert printed.startswith("load average at start: ")
