@@ -153,18 +153,14 @@ class _Fleet:
             return False
         return True
 
-    async def go_offline(self, dev: DeviceId) -> None:
-        """Drop a device's connection (its last will follows), once what it sent is delivered.
+    def go_offline(self, dev: DeviceId) -> None:
+        """Drop a device's connection (its last will follows).
 
-        In real time, the messages of earlier ticks were acknowledged long before the device
-        went offline; at a high ``speed`` they may still be in flight, and dropping them would
-        lose what the scenario never meant to lose.
+        Call it after ``delivered``: in real time, the messages of earlier ticks were
+        acknowledged long before the device went offline; at a high ``speed`` they may still be
+        in flight, and dropping them would lose what the scenario never meant to lose.
         """
-        link = self.links[dev]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                await link.drain()
-        link.drop()
+        self.links[dev].drop()
 
     async def delivered(self) -> None:
         """Wait until the broker acknowledged what every connected device sent (bounded).
@@ -233,10 +229,11 @@ async def run_fleet(
                     ts_ms = tick.ts_ms
                     if not await pacer.wait_until(tick.elapsed_s, stop):
                         break
-                    await conns.delivered()  # the previous tick first, as in real time
+                    # The previous tick first, as in real time (devices going offline too).
+                    await conns.delivered()
                     for dev in tick.went_offline:
                         conns.offline.add(dev)
-                        await conns.go_offline(dev)
+                        conns.go_offline(dev)
                     for dev in tick.came_online:
                         conns.offline.discard(dev)
                     for message in tick.messages:
