@@ -35,7 +35,8 @@ from gmqtt.mqtt.constants import MQTTv50  # type: ignore[import-untyped]
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.preload import payloads, publish, register_session
+from bench.backlog import register_session
+from bench.preload import payloads, publish
 from collector.adapters.mqtt import MqttSource
 from collector.messages import RawMessage
 from collector.metrics import Metrics
@@ -127,7 +128,7 @@ DRAINS: Final[dict[str, Drain]] = {
 def _measure(broker: Mosquitto, name: str, tag: str, count: int) -> tuple[float, float]:
     """(messages per second, CPU microseconds per message) of one drain."""
     prefix = client_id = f"bench-{name}-{tag}"
-    register_session(broker, client_id, f"{prefix}/#")
+    register_session(broker, client_id, [f"{prefix}/#"])
     publish(broker, payloads(prefix, count))
     cpu, started = time.process_time(), time.perf_counter()
     asyncio.run(DRAINS[name](broker, client_id, prefix, count))

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.preload import payloads, publish, register_session
+from bench.backlog import register_session
+from bench.preload import payloads, publish
 from collector.acks import AckTracker
 from collector.adapters.mqtt import MqttSource
 from parkwatch.localservers import InfluxDB1, Mosquitto
@@ -82,7 +83,7 @@ def _one_run(
     """Messages per second of one mode in one round (own session, own database)."""
     name = f"{mode}_{round_}"
     influx.create_database(name)
-    register_session(broker, name, f"{name}/#")
+    register_session(broker, name, [f"{name}/#"])
     publish(broker, payloads(name, count))
     elapsed = asyncio.run(
         _run_collector(broker, influx, workdir, mode=mode, name=name, count=count)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import CallbackAPIVersion
 
 from parkwatch.localservers import Mosquitto
 
@@ -33,26 +30,6 @@ def payloads(prefix: str, count: int, devices: int = 200) -> list[tuple[str, byt
         )
         for n in range(count)
     ]
-
-
-def register_session(broker: Mosquitto, client_id: str, topic: str) -> None:
-    """Create a persistent MQTT 5 session subscribed at QoS 1, then leave it offline."""
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 3600
-    subscribed = threading.Event()
-    client.on_subscribe = lambda *_: subscribed.set()
-    client.connect(broker.host, broker.port, clean_start=False, properties=props)
-    client.loop_start()
-    client.subscribe(topic, qos=1)
-    if not subscribed.wait(10):
-        raise RuntimeError("broker did not acknowledge the subscription")
-    client.disconnect()
-    client.loop_stop()
 
 
 def publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> float:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.preload import publish, register_session
+from bench.backlog import register_session
+from bench.preload import publish
 from parkwatch.localservers import InfluxDB1, Mosquitto
 from parkwatch.service import Collector
 from parkwatch.settings import load_settings
@@ -107,7 +108,7 @@ def _case(
                 f"microgrid,device=meter-{n},park=zhangjiang mode=0.5 {base - 1}" for n in seeded
             ),
         )
-        register_session(broker, name, f"{name}/#")
+        register_session(broker, name, [f"{name}/#"])
         publish(broker, _messages(name, base, COUNT, conflict_every, devices))
         return asyncio.run(_run_collector(broker, influx, workdir, name))
 
